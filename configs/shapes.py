@@ -1,0 +1,70 @@
+"""The procedural `shapes` dataset, sized so the whole demo trains on a 2-core laptop CPU.
+
+Bouncing discs/squares on a drifting texture (i2v_flax/data/shapes.py). 32x32 frames, small
+widths, no LPIPS (VGG-16 would cost more than the whole model at this size: set
+--config.stage1.w_percep to use it). Control is on: eta = object 0's final position and the
+background drift direction.
+Args: 'tiny' shrinks widths/batch/steps for tests; 'res64' trains at 64x64.
+"""
+
+from i2v_flax import config_lib
+
+
+def get_config(arg=None):
+  variant, tiny = config_lib.parse_arg(arg)
+  c = config_lib.base_config()
+  d, s1, s2 = c.data, c.stage1, c.stage2
+  d.name = "shapes"  # Procedural i2v_shapes TFDS builder, generated offline.
+  d.builder_config = "res32"  # 32x32 videos of 24 frames.
+  d.resolution = 32  # Model resolution.
+  d.max_start_frame = 7  # 24-frame videos: starts in [0, 7].
+  d.control = True  # Emit eta (object-0 final position, drift direction).
+  d.flip = False  # No flip: it would contradict eta.
+  d.brightness = d.contrast = d.saturation = 0.0  # No colour jitter: colours identify objects.
+  d.shuffle_buffer = 1024  # Clips in the shuffle buffer.
+
+  s1.enc_widths = (16, 32, 64, 64, 64)  # Small 3-D ResNet-18.
+  s1.enc_stride_s = (1, 1, 2, 2)  # 32 / 2 (stem) / 4 = 4.
+  s1.dec_nf = 8  # Decoder widths 128..8.
+  s1.dec_up_s = (2, 2, 2, 1, 1)  # 4 * 8 = 32.
+  s1.spade_hidden = 32  # SPADE hidden width.
+  s1.dt_widths = (16, 16, 32, 64, 64)  # Small D_T.
+  s1.dt_stride_s = (1, 1, 1, 2)  # 32 / 4 (stem + pool) / 2 = 4.
+  s1.ds_width = 16  # Small D_S.
+  s1.ds_num_frames = 16  # Frames per D_S batch.
+  s1.w_percep = 0.0  # LPIPS off on CPU (see docstring).
+  s1.w_kl = 1e-5  # beta.
+  s1.lr = 5e-4  # Faster than the reference's 2e-4 for a short CPU run.
+  s1.batch_size = 8  # Global batch.
+  s1.steps_per_epoch = 500  # 4000 train videos / 8.
+  s1.num_train_steps = 1500  # About 15 minutes on 2 CPU cores.
+  s1.warmup_steps = 1000  # Adversarial terms only at the end of the short run.
+  s1.log_every = 50  # Scalars every N steps.
+  s1.sample_every = 500  # GIF grid every N steps.
+  s1.checkpoint_every = 500  # Checkpoint every N steps.
+
+  s2.num_blocks = 12  # Flow blocks.
+  s2.hidden = 256  # s/t MLP width.
+  s2.cond_dim = 32  # x_0 embedding.
+  s2.embedder_widths = (16, 32, 64, 64)  # 2-D ResNet embedder widths.
+  s2.control = "continuous"  # eta = (x, y) of object 0 at the last frame + drift direction.
+  s2.eta_dim = 4  # 2 + 2.
+  s2.lr = 1e-3  # Faster than the reference for a short CPU run.
+  s2.batch_size = 50  # Global batch.
+  s2.steps_per_epoch = 80  # 4000 / 50.
+  s2.num_train_steps = 1500  # A few minutes on CPU.
+  s2.decay_every_epochs = 7  # Step decay interval.
+  s2.log_every = 50  # Scalars every N steps.
+  s2.sample_every = 500  # GIF every N steps.
+  s2.checkpoint_every = 500  # Checkpoint every N steps.
+
+  c.eval.metrics = ("shapes", "fvd", "lpips")  # Ground-truth shapes metrics + FVD + LPIPS.
+  if variant == "res64":
+    d.builder_config = "res64"  # 64x64 videos.
+    d.resolution = 64  # Model resolution.
+    s1.enc_stride_s = (1, 2, 2, 2)  # 64 / 2 / 8 = 4.
+    s1.dec_up_s = (2, 2, 2, 2, 1)  # 4 * 16 = 64.
+    s1.dt_stride_s = (1, 1, 2, 2)  # 64 / 4 / 4 = 4.
+  elif variant is not None:
+    raise ValueError(f"Unknown shapes variant {variant!r}; use 'res64' and/or 'tiny'.")
+  return config_lib.shrink_to_tiny(c) if tiny else c

@@ -1,0 +1,188 @@
+"""One place that defines every config field, so dataset configs only state what differs.
+
+The per-dataset files in `configs/` call `base_config()` and override the numbers of SPEC §3-§4.
+`shrink_to_tiny()` turns any of them into a config that runs a few steps on a laptop CPU in
+tests. Every field carries a one-line comment; `describe()` of a field is its comment.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+KNOWN_DATASETS = ("shapes", "bair", "iper", "landscape", "dtdb")
+DTDB_TEXTURES = ("fire", "vegetation", "waterfall", "clouds")
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """The bair-sized defaults; dataset configs override what differs."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # Global seed: parameter init, data order, flow permutations, sampling.
+  c.compute_dtype = "float32"  # 'float32' or 'bfloat16' compute for the big convolutions; params stay float32.
+
+  # ---------------------------------------------------------------- data
+  d = c.data = ml_collections.ConfigDict()
+  d.name = "bair"  # Dataset: one of shapes, bair, iper, landscape, dtdb.
+  d.builder_config = ""  # TFDS builder config (e.g. 'res64' for shapes, 'fire' for dtdb); '' = default.
+  d.data_dir = ml_collections.FieldReference(None, field_type=str)  # TFDS data_dir; None = TFDS default (~/tensorflow_datasets).
+  d.manual_dir = ml_collections.FieldReference(None, field_type=str)  # Folder with the user's downloaded videos (iper, landscape, dtdb).
+  d.resolution = 64  # Frame height and width fed to the model.
+  d.clip_length = 17  # Frames per clip: x_0 plus 16 frames to predict.
+  d.max_start_frame = 13  # Train clips start uniformly in [0, max_start_frame] (clamped to the video length); test clips at 0.
+  d.control = False  # Whether to emit the control variable `eta` with each clip.
+  d.flip = True  # Random horizontal flip with p=0.5 (forced off when control is on).
+  d.brightness = 0.1  # Colour-jitter brightness strength (one draw per clip).
+  d.contrast = 0.1  # Colour-jitter contrast strength.
+  d.saturation = 0.1  # Colour-jitter saturation strength.
+  d.hue = 0.0  # Colour-jitter hue strength.
+  d.resize_crop = False  # Resize to resolution+16 then random-crop to resolution (centre crop at test).
+  d.shuffle_buffer = 2048  # tf.data shuffle buffer (clips) for training.
+  d.num_parallel_calls = -1  # tf.data parallelism; -1 = AUTOTUNE.
+
+  # ---------------------------------------------------------------- stage 1
+  s1 = c.stage1 = ml_collections.ConfigDict()
+  s1.z_dim = 64  # Dimension of the video latent z.
+  s1.enc_widths = (64, 128, 256, 512, 512)  # Encoder stem + 4 stage widths (3-D ResNet-18).
+  s1.enc_stride_t = (1, 2, 2, 2)  # Encoder temporal stride of each stage's first block (stem strides 2).
+  s1.enc_stride_s = (1, 2, 2, 2)  # Encoder spatial stride of each stage's first block (stem strides 2).
+  s1.dec_nf = 64  # Decoder base width nf (blocks use 16nf..nf).
+  s1.dec_up_t = (2, 2, 2, 2, 1)  # Decoder temporal upsampling before g0..g4 (product = 16 frames).
+  s1.dec_up_s = (2, 2, 2, 2, 1)  # Decoder spatial upsampling before g0..g4 (4 * product = resolution).
+  s1.spade_hidden = 128  # Width of SPADE's hidden 2-D conv on x_0.
+  s1.spectral_norm = True  # Spectral norm on decoder convs and discriminators (one power iteration per step).
+  s1.dt_widths = (64, 64, 128, 256, 512)  # Temporal discriminator stem + 4 stage widths.
+  s1.dt_stride_s = (1, 1, 2, 2)  # D_T spatial stride per stage (temporal stride is 2 everywhere).
+  s1.dt_window = 12  # D_T sees a random window of this many consecutive frames.
+  s1.ds_num_frames = 20  # D_S sees this many frames drawn from the batch.
+  s1.ds_width = 64  # D_S first-layer width (then x2, x4, x8).
+  s1.w_rec = 10.0  # Weight of the L1 reconstruction loss.
+  s1.w_percep = 30.0  # Weight of the LPIPS-VGG perceptual loss (0 = no VGG weights needed).
+  s1.w_kl = 1e-5  # beta: weight of the KL term.
+  s1.w_t = 1.0  # Weight of the temporal-discriminator generator term.
+  s1.w_fm = 10.0  # Weight of D_T feature matching.
+  s1.w_gp = 10.0  # Weight of the per-sample R1 penalty on D_T.
+  s1.lr = 2e-4  # Adam learning rate (generator and both discriminators).
+  s1.b1 = 0.5  # Adam beta1.
+  s1.b2 = 0.9  # Adam beta2.
+  s1.weight_decay = 1e-5  # Coupled L2 weight decay (torch Adam semantics).
+  s1.lr_decay_per_epoch = 0.98  # Exponential learning-rate decay factor per epoch.
+  s1.batch_size = 10  # Global batch size (divisible by the number of devices).
+  s1.num_epochs = 55  # Training length in epochs.
+  s1.steps_per_epoch = 4326  # Steps in one epoch (train videos / batch); schedules and warm-up use it.
+  s1.num_train_steps = -1  # Overrides num_epochs * steps_per_epoch when > 0.
+  s1.warmup_steps = 4326  # No GAN/FM terms and no D updates before this step (reference: one epoch).
+  s1.log_every = 50  # Scalars to TensorBoard every N steps.
+  s1.sample_every = 1000  # GIF grid [input | reconstruction | prior sample] every N steps.
+  s1.checkpoint_every = 1000  # Checkpoint interval in steps.
+  s1.keep_checkpoints = 3  # How many checkpoints to keep.
+  s1.conv3d_impl = "auto"  # 'native' 3-D conv, 'taps' (sum of 2-D convs; faster on XLA-CPU) or 'auto'.
+
+  # ---------------------------------------------------------------- stage 2
+  s2 = c.stage2 = ml_collections.ConfigDict()
+  s2.stage1_workdir = ml_collections.FieldReference(None, field_type=str)  # Stage-1 workdir; None = the run's own workdir.
+  s2.num_blocks = 20  # Flow blocks (ActNorm, LeakyReLU, double coupling, permutation).
+  s2.hidden = 512  # Width of the s/t MLPs.
+  s2.num_hidden_layers = 2  # Hidden Dense(512->512) layers in each s/t MLP.
+  s2.clamp = 2.0  # Soft clamp of the coupling log-scale; None reproduces the reference.
+  s2.leaky_slope = 0.9  # Slope of the invertible LeakyReLU.
+  s2.cond_dim = 64  # Dimension of the x_0 embedding c.
+  s2.embedder_widths = (32, 64, 128, 256)  # 2-D ResNet embedder stage widths.
+  s2.freeze_embedder = False  # Train the x_0 embedder jointly (False) or keep it frozen.
+  s2.embedder_init = ml_collections.FieldReference(None, field_type=str)  # Checkpoint of a pretrained image embedder (when frozen).
+  s2.control = ""  # '', 'bins' (bair: 3x10 one-hot) or 'continuous' (shapes/texture direction).
+  s2.eta_dim = 0  # Dimension of eta (30 for bins; 4 for shapes: position + drift direction).
+  s2.control_every = 4  # With control, blocks whose index is not a multiple of this see c alone.
+  s2.lr = 1e-5  # Adam (amsgrad) learning rate.
+  s2.b1 = 0.9  # Adam beta1.
+  s2.b2 = 0.99  # Adam beta2.
+  s2.batch_size = 50  # Global batch size.
+  s2.num_epochs = 31  # Training length in epochs.
+  s2.steps_per_epoch = 865  # Steps in one epoch (train videos / batch).
+  s2.num_train_steps = -1  # Overrides num_epochs * steps_per_epoch when > 0.
+  s2.decay_every_epochs = 7  # Step decay interval (6 for 128^2 data).
+  s2.decay_factor = 0.5  # Step decay factor.
+  s2.log_every = 50  # Scalars every N steps.
+  s2.sample_every = 1000  # GIF of x_0 -> 4 sampled videos every N steps.
+  s2.checkpoint_every = 1000  # Checkpoint interval in steps.
+  s2.keep_checkpoints = 3  # How many checkpoints to keep.
+
+  # ---------------------------------------------------------------- evaluation
+  e = c.eval = ml_collections.ConfigDict()
+  e.split = "test"  # Split evaluated.
+  e.num_videos = 256  # Test videos used (paper protocol: 256).
+  e.num_sample_sets = 5  # K independent sample sets for mean +- std.
+  e.div_num_samples = 5  # Samples per x_0 for DIV-VGG / DIV-I3D.
+  e.batch_size = 16  # Batch size for generation and feature extraction.
+  e.metrics = ("fvd", "lpips", "div_vgg", "div_i3d")  # Metrics computed by --mode=eval.
+  e.fid_weights = ml_collections.FieldReference(None, field_type=str)  # InceptionV3 pool3 weights file for FID (user supplied).
+  e.temperature = 1.0  # Sampling temperature of nu.
+  return c
+
+
+def steps(stage_cfg: ml_collections.ConfigDict) -> int:
+  """Total training steps of a stage: explicit override, else epochs x steps per epoch."""
+  if stage_cfg.num_train_steps > 0:
+    return int(stage_cfg.num_train_steps)
+  return int(stage_cfg.num_epochs * stage_cfg.steps_per_epoch)
+
+
+def shrink_to_tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A variant that keeps the topology (strides, resolutions) but runs in seconds on a CPU."""
+  s1, s2 = c.stage1, c.stage2
+  s1.enc_widths = (8, 8, 16, 16, 16)
+  s1.dec_nf = 4
+  s1.spade_hidden = 16
+  s1.dt_widths = (8, 8, 8, 16, 16)
+  s1.ds_width = 8
+  s1.ds_num_frames = 4
+  s1.batch_size = 2
+  s1.num_train_steps = 4
+  s1.steps_per_epoch = 2
+  s1.warmup_steps = 2
+  s1.w_percep = 0.0
+  s1.log_every = 1
+  s1.sample_every = 2
+  s1.checkpoint_every = 2
+  s2.num_blocks = 4
+  s2.hidden = 32
+  s2.cond_dim = 16
+  s2.embedder_widths = (8, 8, 16, 16)
+  s2.batch_size = 4
+  s2.num_train_steps = 4
+  s2.steps_per_epoch = 2
+  s2.log_every = 1
+  s2.sample_every = 2
+  s2.checkpoint_every = 2
+  c.eval.num_videos = 8
+  c.eval.num_sample_sets = 2
+  c.eval.div_num_samples = 2
+  c.eval.batch_size = 4
+  c.data.shuffle_buffer = 16
+  return c
+
+
+def parse_arg(arg: str | None) -> tuple[str | None, bool]:
+  """Split a config arg like 'fire,tiny' or 'tiny' into (variant, tiny)."""
+  parts = [p for p in (arg or "").split(",") if p]
+  tiny = "tiny" in parts
+  rest = [p for p in parts if p != "tiny"]
+  if len(rest) > 1:
+    raise ValueError(f"Config arg {arg!r} names several variants {rest}; give at most one plus 'tiny'.")
+  return (rest[0] if rest else None), tiny
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+  """Load 'path/to/config.py[:arg]' the way --config does, for tests, notebooks and benchmarks."""
+  import importlib.util
+  import os
+
+  path, _, arg = spec.partition(":")
+  if not os.path.exists(path):
+    here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), path)
+    if not os.path.exists(here):
+      raise FileNotFoundError(f"Config file {path!r} not found (also looked in {here!r}).")
+    path = here
+  module_spec = importlib.util.spec_from_file_location(
+      "i2v_config_" + os.path.basename(path)[:-3], path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg or None)
