@@ -1,0 +1,159 @@
+"""The main job: prepare data, train both stages, then show what the model does in `DIR/report/`.
+
+`train_and_report(config, workdir)` is what `python -m i2v_flax.main --config=... --workdir=DIR`
+runs. Every phase resumes: a finished stage is restored rather than retrained, so re-running
+after an interruption only does the missing work. The report holds sample grids (several x_0,
+several samples each), a motion-transfer example, a control example (same x_0, different eta),
+a long video, and `summary.json` (final losses, timings, and on `shapes` the ground-truth motion
+metrics of the samples).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import time
+from typing import Any
+
+import ml_collections
+import numpy as np
+from absl import logging
+
+from i2v_flax import video_io
+
+NUM_X0 = 4  # Start frames in the sample grid.
+NUM_SAMPLES = 4  # Samples per start frame.
+
+
+def _last_scalars(logdir: str) -> dict[str, float]:
+  """The last value of every scalar in a TensorBoard folder (what clu's writer logged)."""
+  import tensorflow as tf
+  last: dict[str, tuple[int, float]] = {}
+  for path in sorted(glob.glob(os.path.join(logdir, "**", "events.out.tfevents.*"),
+                               recursive=True)):
+    for record in tf.data.TFRecordDataset(path):
+      event = tf.compat.v1.Event.FromString(record.numpy())
+      for value in event.summary.value:
+        if value.HasField("simple_value"):
+          scalar = value.simple_value
+        elif value.HasField("tensor") and not value.tensor.tensor_shape.dim:
+          scalar = float(tf.make_ndarray(value.tensor))
+        else:
+          continue
+        if value.tag not in last or event.step >= last[value.tag][0]:
+          last[value.tag] = (event.step, float(scalar))
+  return {tag: v for tag, (_, v) in sorted(last.items())}
+
+
+def _write_json(path: str, payload: dict[str, Any]) -> None:
+  with video_io.atomic_path(path) as tmp:
+    with open(tmp, "w") as f:
+      json.dump(payload, f, indent=2, sort_keys=True)
+
+
+def _test_clips(config: ml_collections.ConfigDict, count: int) -> dict[str, np.ndarray]:
+  """The first `count` test clips (start 0, no augmentation), with metadata where available."""
+  from i2v_flax import data
+  with_metadata = config.data.name == "shapes"
+  it = data.create_iterator(config.data, "test", count, seed=0, shuffle=False, repeat=False,
+                            with_metadata=with_metadata)
+  return next(iter(it))
+
+
+def _control_etas(config: ml_collections.ConfigDict, clip_eta: np.ndarray) -> np.ndarray:
+  """NUM_SAMPLES contrasting eta values for one x_0: the object ends in the four corners."""
+  from i2v_flax import sampling
+  if config.stage2.control == "continuous" and int(config.stage2.eta_dim) == 4:
+    corners = [(0.2, 0.2), (0.8, 0.2), (0.2, 0.8), (0.8, 0.8)]
+    return np.stack([sampling.eta_from_values(config, [x, y, *clip_eta[2:]])
+                     for x, y in corners[:NUM_SAMPLES]]).astype(np.float32)
+  return sampling.random_eta(config, NUM_SAMPLES, np.random.default_rng(1))
+
+
+def write_report(config: ml_collections.ConfigDict, workdir: str,
+                 extra_summary: dict[str, Any] | None = None) -> dict[str, Any]:
+  """Sample grids, transfer, control and a long video from a trained workdir into DIR/report/."""
+  from i2v_flax import sampling
+  out = os.path.join(workdir, "report")
+  os.makedirs(out, exist_ok=True)
+  model = sampling.load(workdir)
+  clips = _test_clips(config, max(NUM_X0, 2))
+  videos = clips["video"]
+  x0 = videos[:NUM_X0, 0]
+  eta = clips.get("eta")
+  eta_x0 = None if eta is None else eta[:NUM_X0]
+  files: dict[str, str] = {}
+
+  # 1. Several samples for several start frames: rows = x_0, columns = [x_0 | real | samples].
+  samples = model.sample(x0, NUM_SAMPLES, temperature=1.0, seed=0, eta=None)
+  real = video_io.to_uint8(videos[:NUM_X0, 1:])[:, None]
+  x0_still = np.repeat(video_io.to_uint8(x0)[:, None, None], 16, axis=2)
+  files["samples"] = video_io.write_video(
+      os.path.join(out, "samples.gif"),
+      video_io.grid(np.concatenate([x0_still, real, video_io.to_uint8(samples)], 1)), scale=4)
+
+  # 2. Motion transfer: the motion of test video 0 onto the start frames of videos 1..
+  a = videos[:1].repeat(NUM_X0 - 1, 0)
+  transferred = model.transfer(a, x0[1:], eta_a=None if eta is None else eta[:1].repeat(
+      NUM_X0 - 1, 0), eta_b=None if eta is None else eta[1:NUM_X0])
+  src = video_io.to_uint8(a[:, 1:])[:, None]
+  files["transfer"] = video_io.write_video(
+      os.path.join(out, "transfer.gif"),
+      video_io.grid(np.concatenate([src, x0_still[1:], video_io.to_uint8(transferred)[:, None]],
+                                   1)), scale=4)
+
+  # 3. Control: the same x_0 with different eta (on shapes: object 0 sent to each corner).
+  if model.has_control:
+    etas = _control_etas(config, eta[0])
+    controlled = model.sample(np.repeat(x0[:1], len(etas), 0), 1, seed=2, eta=etas)[:, 0]
+    files["control"] = video_io.write_video(
+        os.path.join(out, "control.gif"), video_io.grid(video_io.to_uint8(controlled)[None]),
+        scale=4)
+
+  # 4. A 32-frame video (two chained chunks, same nu).
+  long = model.extend(x0[:2], length=32, num_samples=2, seed=3, eta=eta_x0[:2]
+                      if eta_x0 is not None else None)
+  files["long"] = video_io.write_video(os.path.join(out, "long_32_frames.gif"),
+                                       video_io.grid(video_io.to_uint8(long)), scale=4)
+
+  summary: dict[str, Any] = {"files": {k: os.path.relpath(v, workdir) for k, v in files.items()},
+                             "stage2_step": model.step, **(extra_summary or {})}
+  summary["final_losses"] = {
+      stage: _last_scalars(os.path.join(workdir, "tensorboard", stage))
+      for stage in ("stage1", "stage2")}
+  if config.data.name == "shapes":
+    summary["shapes_metrics"] = _shapes_metrics(model, clips, samples)
+  _write_json(os.path.join(out, "summary.json"), summary)
+  logging.info("Report written to %s: %s", out, ", ".join(sorted(files)))
+  return summary
+
+
+def _shapes_metrics(model, clips: dict[str, np.ndarray], samples: np.ndarray) -> dict[str, float]:
+  """Ground-truth motion metrics of the report's samples (how far objects move, how diversely)."""
+  try:
+    from i2v_flax.evaluation import shapes_metrics
+  except ImportError as e:  # The evaluation package is optional for the demo.
+    return {"error": f"shapes metrics unavailable: {e}"}
+  return shapes_metrics.report_metrics(clips, samples, model.resolution)
+
+
+def train_and_report(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Build the data, train stage 1 and stage 2 (resuming), then write the report."""
+  from i2v_flax import data
+  from i2v_flax.train import stage1, stage2
+  timings: dict[str, float] = {}
+  for name, fn in (("prepare_data", lambda: data.prepare(config.data)),
+                   ("train_stage1", lambda: stage1.train_and_evaluate(config, workdir)),
+                   ("train_stage2", lambda: stage2.train_and_evaluate(config, workdir))):
+    logging.info("=== %s ===", name)
+    start = time.time()
+    fn()
+    timings[name] = round(time.time() - start, 1)
+    logging.info("=== %s done in %.1f s ===", name, timings[name])
+  start = time.time()
+  summary = write_report(config, workdir, {"seconds": timings})
+  timings["report"] = round(time.time() - start, 1)
+  summary["seconds"] = timings
+  _write_json(os.path.join(workdir, "report", "summary.json"), summary)
+  return summary
