@@ -1,0 +1,84 @@
+"""Shared training infrastructure: optimiser semantics, checkpoints, guards, GIFs, config.json."""
+
+import os
+
+import imageio.v2 as imageio
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from i2v_flax import config_lib, parallel
+from i2v_flax.train import common
+
+
+def test_adam_coupled_weight_decay_matches_torch_formula():
+  """One step equals torch Adam with weight_decay: g += wd * p before the moments."""
+  tx, schedule = common.adam_coupled_wd(0.1, 0.5, 0.9, 0.01, steps_per_epoch=2,
+                                        decay_per_epoch=0.5)
+  p = {"w": jnp.array([1.0, -2.0])}
+  g = {"w": jnp.array([0.3, 0.0])}
+  state = tx.init(p)
+  updates, state = tx.update(g, state, p)
+  g_eff = np.array([0.3, 0.0]) + 0.01 * np.array([1.0, -2.0])
+  m = 0.5 * g_eff / (1 - 0.5)
+  v = 0.1 * g_eff**2 / (1 - 0.9)
+  np.testing.assert_allclose(updates["w"], -0.1 * m / (np.sqrt(v) + 1e-8), rtol=1e-5)
+  # Staircase decay once per epoch.
+  np.testing.assert_allclose([schedule(0), schedule(1), schedule(2), schedule(5)],
+                             [0.1, 0.1, 0.05, 0.025], rtol=1e-6)
+
+
+def test_checkpoint_roundtrip_and_partial_restore(tmp_path):
+  mesh = parallel.make_mesh()
+  mngr = common.make_checkpoint_manager(str(tmp_path / "ckpt"), save_interval_steps=2,
+                                        max_to_keep=2, item_names=("models", "train"))
+  models = {"a": jnp.arange(3.0)}
+  train = {"step": jnp.array(4), "opt": (jnp.ones(2), jnp.zeros(1))}
+  assert common.save_checkpoint(mngr, 4, {"models": models, "train": train})
+  assert not common.save_checkpoint(mngr, 5, {"models": models, "train": train})  # interval
+  mngr.wait_until_finished()
+  out = common.restore_checkpoint(
+      mngr, {"models": common.abstract_like(models, parallel.replicated(mesh))})
+  assert set(out) == {"models"}
+  np.testing.assert_array_equal(out["models"]["a"], [0.0, 1.0, 2.0])
+  mngr.close()
+
+
+def test_check_finite_names_terms_and_checkpoint():
+  common.check_finite({"l1": 1.0}, 3, "/x")
+  with pytest.raises(common.NonFiniteLossError, match=r"step 3.*l1.*/x/ckpt"):
+    common.check_finite({"l1": np.nan, "kl": 0.0}, 3, "/x/ckpt")
+
+
+def test_mesh_jit_keeps_params_replicated_and_batch_sharded():
+  mesh = parallel.make_mesh()
+  f = common.mesh_jit(lambda p, x: (p + x.sum(), x * 2), mesh,
+                      (common.REPLICATED, common.BATCH), (common.REPLICATED, common.BATCH))
+  p, x = f(jnp.ones(3), parallel.shard_batch(np.ones((len(jax.devices()) * 2, 3)), mesh))
+  assert p.sharding.is_fully_replicated
+  np.testing.assert_allclose(p, 1 + 2 * len(jax.devices()) * 3)
+
+
+def test_video_grid_and_atomic_gif(tmp_path):
+  a = -np.ones((3, 4, 8, 8, 3), np.float32)
+  b = np.ones((3, 2, 8, 8, 3), np.float32)
+  grid = common.video_grid([a, b], max_rows=2)
+  assert grid.shape == (4, 2 * 10, 2 * 10, 3) and grid.dtype == np.uint8
+  assert grid[0, 1, 1, 0] == 0 and grid[3, 1, 11, 0] == 255  # short column holds its last frame
+  path = str(tmp_path / "s" / "x.gif")
+  common.write_gif(path, grid)
+  assert imageio.mimread(path)[0].shape[:2] == (20, 20)
+  assert os.listdir(tmp_path / "s") == ["x.gif"]  # no temp file left behind
+
+
+def test_config_json_roundtrip_and_compat_check(tmp_path):
+  c = config_lib.load_config("configs/shapes.py:tiny")
+  common.write_config(str(tmp_path), c)
+  assert common.read_config(str(tmp_path)).stage1.z_dim == c.stage1.z_dim
+  common.check_compatible(str(tmp_path), c, ["stage1.z_dim", "stage1.enc_widths"])
+  c2 = config_lib.load_config("configs/shapes.py:tiny")
+  c2.stage1.enc_widths = (8, 8, 16, 16, 32)
+  with pytest.raises(ValueError, match=r"stage1.enc_widths.*new --workdir"):
+    common.check_compatible(str(tmp_path), c2, ["stage1.z_dim", "stage1.enc_widths"])
