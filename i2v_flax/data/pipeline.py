@@ -1,0 +1,258 @@
+"""The input pipeline every trainer and evaluator uses: TFDS -> clips -> local numpy batches.
+
+    prepare(config.data)                         # build / download / read manual videos once
+    it = create_iterator(config.data, "train", global_batch_size=8, seed=0)
+    batch = next(it)   # {'video': (B, 17, H, W, 3) float32 in [-1, 1], 'eta': (B, d)?}
+
+Each process loads only its slice of every split (`tfds.split_for_jax_process`) and yields its
+local batch (`global_batch_size // jax.process_count()` rows); `parallel.shard_batch` then
+assembles the global array. All randomness (file order, shuffling, clip starts,
+augmentation) derives from `seed`, so a pipeline is reproducible.
+
+Ordering: read -> decode -> [cache] -> [shuffle] -> [repeat] -> per-clip start/augment/eta ->
+batch. Per-clip random draws use a stateless seed (seed, clip counter), so they do not depend on
+tf.data's thread scheduling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterator
+
+from absl import logging
+import jax
+import ml_collections
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+try:  # TensorFlow only feeds data: keep it off the accelerators JAX needs.
+  tf.config.set_visible_devices([], "GPU")
+except (RuntimeError, ValueError):  # Already initialised, or no GPU support in this build.
+  pass
+
+from i2v_flax import config_lib
+from i2v_flax import parallel
+from i2v_flax.data import augment
+from i2v_flax.data import control
+from i2v_flax.data import manual
+from i2v_flax.data import shapes_builder
+
+CACHE_LIMIT_BYTES = 2 << 30  # Decoded videos of one process's split are cached below this size.
+BAIR_SIZES = {"train": 43264, "test": 256}
+SHAPES_META = ("positions", "colors", "radius", "num_objects", "drift", "shape_kind", "index")
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+  """How one dataset maps onto the common (video uint8 (T, h, w, 3) + metadata) form."""
+  name: str
+  tfds_name: str
+  num_frames: int
+  frame_size: int
+  video_key: str
+  meta_keys: tuple[str, ...]
+  decoders: Any = None
+  manual: bool = False
+
+
+def source(data_config: ml_collections.ConfigDict) -> Source:
+  """The dataset a data config names; unknown names fail with the list of known ones."""
+  name = data_config.name
+  if name == "shapes":
+    cfg = data_config.builder_config or shapes_builder.I2vShapes.DEFAULT_CONFIG_NAME
+    known = [c.name for c in shapes_builder.I2vShapes.BUILDER_CONFIGS]
+    if cfg not in known:
+      raise ValueError(f"Unknown shapes builder_config {cfg!r}; use one of {known} "
+                       f"(--config.data.builder_config=res64).")
+    return Source(name, f"i2v_shapes/{cfg}", shapes_builder.shapes.NUM_FRAMES,
+                  int(cfg[3:]), "video", SHAPES_META)
+  if name == "bair":
+    return Source(name, "bair_robot_pushing_small", 30, 64, "image_aux1", ("endeffector_pos",),
+                  decoders={"image_main": tfds.decode.SkipDecoding()})
+  if name in manual.MANUAL_DATASETS:
+    return Source(name, manual.tfds_name(name, data_config.builder_config), manual.CHUNK_FRAMES,
+                  manual.STORED_SIZE[name], "video", (), manual=True)
+  raise ValueError(f"Unknown dataset {name!r}. Known datasets: {', '.join(config_lib.KNOWN_DATASETS)} "
+                   f"(set --config.data.name).")
+
+
+def _builder(data_config: ml_collections.ConfigDict, src: Source) -> tfds.core.DatasetBuilder:
+  return tfds.builder(src.tfds_name, data_dir=data_config.data_dir)
+
+
+def prepare(data_config: ml_collections.ConfigDict) -> None:
+  """Make the dataset readable: generate shapes offline, download bair, or read manual_dir."""
+  src = source(data_config)
+  if src.manual:
+    manual.check_manual_dir(src.name, data_config.manual_dir)
+  builder = _builder(data_config, src)
+  if builder.is_prepared():
+    logging.info("Dataset %s is ready in %s.", src.tfds_name, builder.data_dir)
+    return
+  logging.info("Preparing %s in %s (%s); this happens once.", src.tfds_name, builder.data_dir,
+               {"shapes": "generated offline, about a minute at res64",
+                "bair": "downloads ~30 GB from Berkeley"}.get(src.name, "reading manual_dir"))
+  download_config = None
+  if src.manual:
+    download_config = tfds.download.DownloadConfig(manual_dir=data_config.manual_dir)
+  builder.download_and_prepare(download_config=download_config)
+  logging.info("Prepared %s.", src.tfds_name)
+
+
+def num_examples(data_config: ml_collections.ConfigDict, split: str) -> int:
+  """Videos in a split (all processes together)."""
+  src = source(data_config)
+  builder = _builder(data_config, src)
+  if builder.is_prepared():
+    return int(builder.info.splits[split].num_examples)
+  if src.name == "bair" and split in BAIR_SIZES:
+    return BAIR_SIZES[split]
+  if src.name == "shapes" and split in shapes_builder.DEFAULT_NUM_EXAMPLES:
+    return shapes_builder.DEFAULT_NUM_EXAMPLES[split]
+  raise ValueError(f"Dataset {src.tfds_name} is not prepared in {builder.data_dir}, so the size "
+                   f"of split {split!r} is unknown. Fix: call i2v_flax.data.prepare(config.data).")
+
+
+def split_for_process(split: str, process_index: int, process_count: int,
+                      drop_remainder: bool) -> Any:
+  """This process's disjoint slice of `split` (all slices together cover it)."""
+  return tfds.split_for_jax_process(split, process_index=process_index,
+                                    process_count=process_count, drop_remainder=drop_remainder)
+
+
+def _check(data_config: ml_collections.ConfigDict, src: Source, global_batch_size: int,
+           process_count: int, num_devices: int | None) -> None:
+  length = int(data_config.clip_length)
+  if length > src.num_frames:
+    raise ValueError(f"clip_length={length} is longer than the {src.num_frames}-frame videos of "
+                     f"{src.name}. Fix: --config.data.clip_length={src.num_frames} or less.")
+  if data_config.control and src.name not in control.ETA_DIMS:
+    raise ValueError(f"Dataset {src.name} has no control variable (only "
+                     f"{sorted(control.ETA_DIMS)} do). Fix: --config.data.control=False.")
+  if global_batch_size <= 0 or global_batch_size % process_count:
+    raise ValueError(f"Global batch size {global_batch_size} is not divisible by the "
+                     f"{process_count} processes. Fix: use a positive multiple of {process_count}.")
+  if num_devices is not None:
+    parallel.check_global_batch(global_batch_size, parallel.make_mesh())
+
+
+def _clip_fn(data_config: ml_collections.ConfigDict, src: Source, train: bool,
+             with_metadata: bool, seed: int):
+  """Per-clip map: random start, augmentation, eta, metadata in the clip's coordinates."""
+  length = int(data_config.clip_length)
+  max_start = max(0, min(int(data_config.max_start_frame), src.num_frames - length))
+  fast = (not augment.needs_random(data_config, train) and src.frame_size == data_config.resolution
+          and not data_config.resize_crop)
+
+  def fn(counter, ex):
+    base = tf.stack([tf.constant(seed, tf.int64), 2 * counter])
+    if train and max_start > 0:
+      u = tf.random.stateless_uniform([], seed=base + tf.constant([0, 1], tf.int64))
+      start = tf.minimum(tf.cast(u * (max_start + 1), tf.int32), max_start)
+    else:
+      start = tf.constant(0, tf.int32)
+    video = ex["video"][start:start + length]
+    out = {}
+    flipped, scale, offset = tf.constant(False), tf.constant(1.0), tf.zeros([2])
+    if fast:
+      out["video"] = video  # Stays uint8 until the batch is converted in one op.
+    else:
+      out["video"], flipped, scale, offset = augment.augment_clip(video, data_config, train, base)
+    if src.name == "shapes":
+      used = tf.cast(ex["radius"] > 0, tf.float32)[None, :, None]
+      pos = ex["positions"][start:start + length]
+      pos = tf.where(flipped, tf.stack([1.0 - pos[..., 0], pos[..., 1]], -1), pos)
+      pos = (pos * scale - offset) * used
+      drift = ex["drift"] * tf.stack([tf.where(flipped, -1.0, 1.0), 1.0])
+      drift = drift * scale * float(data_config.resolution) / src.frame_size
+      meta = {"positions": pos, "drift": drift, "radius": ex["radius"] * scale,
+              "colors": ex["colors"], "num_objects": ex["num_objects"],
+              "shape_kind": ex["shape_kind"], "index": ex["index"]}
+      if data_config.control:
+        out["eta"] = control.shapes_eta_tf(pos[-1, 0], drift)
+    elif src.name == "bair":
+      meta = {"endeffector_pos": ex["endeffector_pos"][start:start + length]}
+      if data_config.control:
+        out["eta"] = control.bair_eta_tf(ex["endeffector_pos"][start + length - 1])
+    else:
+      meta = {}
+      if data_config.control:
+        clip = out["video"]
+        out["eta"] = control.motion_direction_tf(clip[0], clip[-1])
+    if with_metadata:
+      out.update(meta)
+      out["start"] = start
+    return out
+
+  return fn, fast
+
+
+def build_dataset(data_config: ml_collections.ConfigDict, split: str, local_batch_size: int, *,
+                  seed: int = 0, shuffle: bool | None = None, repeat: bool = True,
+                  with_metadata: bool = False, process_index: int = 0, process_count: int = 1,
+                  max_examples: int | None = None) -> tf.data.Dataset:
+  """The tf.data pipeline of one process (explicit index/count, so it is testable)."""
+  src = source(data_config)
+  if src.manual:
+    manual.check_manual_dir(src.name, data_config.manual_dir)
+  train = split == "train"
+  shuffle = train if shuffle is None else shuffle
+  read_split = f"{split}[:{max_examples}]" if max_examples else split
+  read_split = split_for_process(read_split, process_index, process_count, drop_remainder=train)
+  builder = _builder(data_config, src)
+  # Ordered datasets (shapes) refuse file shuffling; the shuffle buffer below mixes them.
+  shuffle_files = shuffle and not builder.info.disable_shuffling
+  ds = builder.as_dataset(
+      split=read_split, shuffle_files=shuffle_files, decoders=src.decoders,
+      read_config=tfds.ReadConfig(shuffle_seed=seed, try_autocache=False))
+
+  keys = (src.video_key,) + src.meta_keys
+  ds = ds.map(lambda ex: {("video" if k == src.video_key else k): ex[k] for k in keys},
+              num_parallel_calls=tf.data.AUTOTUNE)
+  if repeat:
+    try:
+      local = num_examples(data_config, split) // process_count
+    except ValueError:
+      local = None
+    frame_bytes = src.frame_size ** 2 * 3 * src.num_frames
+    if local is not None and local * frame_bytes <= CACHE_LIMIT_BYTES:
+      ds = ds.cache()  # Decode each video once: PNG decoding dominates otherwise.
+  if shuffle:
+    ds = ds.shuffle(int(data_config.shuffle_buffer), seed=seed, reshuffle_each_iteration=True)
+  if repeat:
+    ds = ds.repeat()
+  fn, fast = _clip_fn(data_config, src, train, with_metadata, seed)
+  parallel_calls = (tf.data.AUTOTUNE if data_config.num_parallel_calls < 0
+                    else int(data_config.num_parallel_calls))
+  ds = ds.enumerate().map(lambda i, ex: fn(i, ex), num_parallel_calls=parallel_calls)
+  ds = ds.batch(local_batch_size, drop_remainder=train or repeat,
+                num_parallel_calls=parallel_calls)
+  if fast:
+    def to_float(batch):
+      batch = dict(batch)
+      batch["video"] = tf.cast(batch["video"], tf.float32) * (2.0 / 255.0) - 1.0
+      return batch
+    ds = ds.map(to_float, num_parallel_calls=parallel_calls)
+  return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def create_iterator(data_config: ml_collections.ConfigDict, split: str, global_batch_size: int,
+                    *, seed: int = 0, shuffle: bool | None = None, repeat: bool = True,
+                    with_metadata: bool = False,
+                    max_examples: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+  """This process's batches of clips as numpy dicts (see the module docstring).
+
+  train: random clip starts in [0, min(max_start_frame, T - clip_length)], augmentation,
+  shuffling, full batches only. Other splits: start 0, no augmentation, file order (index order
+  for shapes). With repeat=False a non-train split ends with a smaller final batch holding the
+  remainder, so every video is seen exactly once; `max_examples` reads only the first N videos
+  (e.g. exactly the 256 test videos of the protocol).
+  """
+  src = source(data_config)
+  _check(data_config, src, global_batch_size, jax.process_count(), jax.device_count())
+  ds = build_dataset(data_config, split, global_batch_size // jax.process_count(), seed=seed,
+                     shuffle=shuffle, repeat=repeat, with_metadata=with_metadata,
+                     process_index=jax.process_index(), process_count=jax.process_count(),
+                     max_examples=max_examples)
+  return ds.as_numpy_iterator()
