@@ -16,7 +16,7 @@ def _scipy_reference(a: np.ndarray, b: np.ndarray) -> float:
 
 def test_identical_sets_give_zero():
   x = np.random.default_rng(0).normal(size=(50, 8))
-  assert frechet.frechet_distance(x, x) == 0.0 or abs(frechet.frechet_distance(x, x)) < 1e-9
+  assert abs(frechet.frechet_distance(x, x)) < 1e-9
 
 
 def test_identical_rank_deficient_sets_give_zero():
