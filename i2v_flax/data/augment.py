@@ -85,7 +85,7 @@ def augment_clip(clip_u8: tf.Tensor, cfg: ml_collections.ConfigDict, train: bool
   """uint8 (T, h, w, 3) -> float32 (T, S, S, 3) in [-1, 1] plus the coordinate map.
 
   Returns (clip, flipped, scale, offset): normalised positions map as
-  x' = 1 - x if flipped, then pos' = pos * scale - offset.
+  pos' = pos * scale - offset, then x' = 1 - x' if flipped (the crop happens before the flip).
   """
   draws = tf.random.stateless_uniform([NUM_DRAWS], seed=seed)
   clip = tf.cast(clip_u8, tf.float32) / 255.0

@@ -162,8 +162,8 @@ def _clip_fn(data_config: ml_collections.ConfigDict, src: Source, train: bool,
     if src.name == "shapes":
       used = tf.cast(ex["radius"] > 0, tf.float32)[None, :, None]
       pos = ex["positions"][start:start + length]
-      pos = tf.where(flipped, tf.stack([1.0 - pos[..., 0], pos[..., 1]], -1), pos)
-      pos = (pos * scale - offset) * used
+      pos = pos * scale - offset
+      pos = tf.where(flipped, tf.stack([1.0 - pos[..., 0], pos[..., 1]], -1), pos) * used
       drift = ex["drift"] * tf.stack([tf.where(flipped, -1.0, 1.0), 1.0])
       drift = drift * scale * float(data_config.resolution) / src.frame_size
       meta = {"positions": pos, "drift": drift, "radius": ex["radius"] * scale,
