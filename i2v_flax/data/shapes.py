@@ -89,7 +89,9 @@ def render_background(freqs: np.ndarray, coeffs: np.ndarray, weights: np.ndarray
   grid = (ey[:, :, None] * ex[:, None, :]).reshape(len(freqs), -1)  # (W, R*R)
   shift = np.exp(-1j * two_pi * (offsets / resolution) @ freqs.T)  # (T, W)
   per_wave = shift * coeffs[None]  # (T, W)
-  out = np.stack([np.real((per_wave * weights[c][None]) @ grid) for c in range(3)], axis=-1)
+  # Real matmuls: numpy's complex matmul is ~50x slower at these shapes.
+  out = np.stack([(per_wave.real * weights[c]) @ grid.real - (per_wave.imag * weights[c]) @ grid.imag
+                  for c in range(3)], axis=-1)
   return 128.0 + out.reshape(len(offsets), resolution, resolution, 3)
 
 
