@@ -109,7 +109,7 @@ def _texture_basis(resolution, offset):
 
 @pytest.mark.parametrize("resolution", [32, 64])
 def test_background_drifts_by_drift_per_frame(resolution):
-  """Fit the band-limited texture on frame 0's visible pixels; frame t must be it shifted by t*drift."""
+  """Fit the band-limited texture on frame 0's visible pixels; frame t = it shifted by t*drift."""
   for ex in _examples(resolution, range(4)):
     video = ex["video"].astype(np.float64)
     object_px = np.zeros(video.shape[:3], bool)

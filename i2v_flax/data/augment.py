@@ -30,14 +30,13 @@ def jitter_enabled(cfg: ml_collections.ConfigDict) -> bool:
 
 def resize_and_crop(clip: tf.Tensor, cfg: ml_collections.ConfigDict, train: bool,
                     draws: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-  """(T, h, w, 3) float -> (T, S, S, 3); returns (clip, scale, offset) with pos' = pos*scale - offset.
+  """(T, h, w, 3) float -> (T, S, S, 3), scale, offset (pos' = pos * scale - offset).
 
   Without resize_crop: a resize to S when the stored size differs. With it: resize to S+16,
   random crop S (centre crop when not training).
   """
   size = int(cfg.resolution)
   big = size + RESIZE_MARGIN if cfg.resize_crop else size
-  in_h = tf.shape(clip)[1]
   if clip.shape[1] != big or clip.shape[2] != big:
     clip = tf.image.resize(clip, (big, big), method="bilinear", antialias=True)
   if not cfg.resize_crop:
@@ -49,7 +48,6 @@ def resize_and_crop(clip: tf.Tensor, cfg: ml_collections.ConfigDict, train: bool
   else:
     oy = ox = tf.constant(RESIZE_MARGIN // 2)
   clip = clip[:, oy:oy + size, ox:ox + size, :]
-  del in_h
   scale = tf.constant(big / size, tf.float32)
   offset = tf.cast(tf.stack([ox, oy]), tf.float32) / size
   return clip, scale, offset

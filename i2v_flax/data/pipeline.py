@@ -73,8 +73,8 @@ def source(data_config: ml_collections.ConfigDict) -> Source:
   if name in manual.MANUAL_DATASETS:
     return Source(name, manual.tfds_name(name, data_config.builder_config), manual.CHUNK_FRAMES,
                   manual.STORED_SIZE[name], "video", (), manual=True)
-  raise ValueError(f"Unknown dataset {name!r}. Known datasets: {', '.join(config_lib.KNOWN_DATASETS)} "
-                   f"(set --config.data.name).")
+  raise ValueError(f"Unknown dataset {name!r}. Known datasets: "
+                   f"{', '.join(config_lib.KNOWN_DATASETS)} (set --config.data.name).")
 
 
 def _builder(data_config: ml_collections.ConfigDict, src: Source) -> tfds.core.DatasetBuilder:
@@ -93,6 +93,12 @@ def prepare(data_config: ml_collections.ConfigDict) -> None:
   logging.info("Preparing %s in %s (%s); this happens once.", src.tfds_name, builder.data_dir,
                {"shapes": "generated offline, about a minute at res64",
                 "bair": "downloads ~30 GB from Berkeley"}.get(src.name, "reading manual_dir"))
+  if src.name == "bair":
+    try:  # TFDS 4.9.x needs it to look up download checksums but does not declare it.
+      import importlib_resources  # noqa: F401  pylint: disable=g-import-not-at-top
+    except ImportError as e:
+      raise ImportError("Downloading bair with TFDS needs the `importlib_resources` package. "
+                        "Fix: pip install importlib_resources") from e
   download_config = None
   if src.manual:
     download_config = tfds.download.DownloadConfig(manual_dir=data_config.manual_dir)

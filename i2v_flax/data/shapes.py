@@ -61,7 +61,8 @@ MAX_FREQUENCY = 3
 
 
 def _texture_waves(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Plane waves of the background: integer frequencies (W, 2), complex amplitudes (W,), channel weights (3, W)."""
+  """Background plane waves: integer frequencies (W, 2), complex amplitudes (W,), channel
+  weights (3, W)."""
   num_waves = NUM_LUMA_WAVES + 3 * NUM_CHROMA_WAVES
   freqs = rng.integers(-MAX_FREQUENCY, MAX_FREQUENCY + 1, size=(num_waves, 2))
   freqs[np.all(freqs == 0, axis=1)] = (1, 0)  # A zero frequency would be a constant offset.
@@ -90,8 +91,8 @@ def render_background(freqs: np.ndarray, coeffs: np.ndarray, weights: np.ndarray
   shift = np.exp(-1j * two_pi * (offsets / resolution) @ freqs.T)  # (T, W)
   per_wave = shift * coeffs[None]  # (T, W)
   # Real matmuls: numpy's complex matmul is ~50x slower at these shapes.
-  out = np.stack([(per_wave.real * weights[c]) @ grid.real - (per_wave.imag * weights[c]) @ grid.imag
-                  for c in range(3)], axis=-1)
+  out = np.stack([(per_wave.real * weights[c]) @ grid.real
+                  - (per_wave.imag * weights[c]) @ grid.imag for c in range(3)], axis=-1)
   return 128.0 + out.reshape(len(offsets), resolution, resolution, 3)
 
 
