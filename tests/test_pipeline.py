@@ -193,6 +193,26 @@ def test_manual_dtdb_builder_reads_videos_and_estimates_direction(tmp_path):
   assert data.num_examples(cfg, "test") == 1
 
 
+def test_manual_iper_builder_reads_frame_folders(tmp_path):
+  import imageio
+  rng = np.random.default_rng(2)
+  for v in range(2):  # Two frame folders: sorted, every 10th (here the first) goes to test.
+    folder = tmp_path / "manual" / f"person{v}"
+    folder.mkdir(parents=True)
+    for t in range(40):
+      imageio.imwrite(str(folder / f"{t:04d}.png"),
+                      rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+  cfg = config_lib.load_config(os.path.join(REPO, "configs/iper.py:tiny")).data
+  cfg.manual_dir, cfg.data_dir = str(tmp_path / "manual"), str(tmp_path / "tfds")
+  with pytest.raises(FileNotFoundError, match="not prepared.*prepare\\(config.data\\)"):
+    data.create_iterator(cfg, "train", 1)
+  data.prepare(cfg)
+  assert data.num_examples(cfg, "train") == 1 and data.num_examples(cfg, "test") == 1
+  batch = next(data.create_iterator(cfg, "test", 1))
+  assert batch["video"].shape == (1, 17, 64, 64, 3) and batch["video"].dtype == np.float32
+  assert -1 <= batch["video"].min() < batch["video"].max() <= 1
+
+
 def test_errors_name_problem_and_fix(shapes_data_dir, tmp_path):
   cfg = _shapes_config(shapes_data_dir)
   bad = _shapes_config(shapes_data_dir, name="kinetics")

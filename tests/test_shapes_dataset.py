@@ -154,3 +154,17 @@ def test_split_seeds_differ_and_bad_sizes_fail():
     shapes_builder.I2vShapes(config="res32", data_dir="/tmp/unused", num_examples={"val": 3})
   with pytest.raises(ValueError, match="resolution"):
     shapes.generate_example(np.random.default_rng(0), 4)
+
+
+def test_process_pool_build_matches_serial_generation(tmp_path, monkeypatch):
+  monkeypatch.setattr(shapes_builder, "POOL_MIN_EXAMPLES", 2)
+  monkeypatch.setattr(shapes_builder, "MAX_WORKERS", 2)
+  monkeypatch.setattr(shapes_builder.os, "cpu_count", lambda: 2)
+  builder = shapes_builder.I2vShapes(config="res32", data_dir=str(tmp_path),
+                                     num_examples={"train": 5, "test": 1})
+  builder.download_and_prepare()
+  records = list(builder.as_dataset(split="train").as_numpy_iterator())
+  assert [int(r["index"]) for r in records] == list(range(5))
+  for r in records:
+    ref = shapes_builder.example_for("train", int(r["index"]), 32)
+    assert all(r[k].tobytes() == ref[k].tobytes() for k in ref)

@@ -207,6 +207,11 @@ def build_dataset(data_config: ml_collections.ConfigDict, split: str, local_batc
   read_split = f"{split}[:{max_examples}]" if max_examples else split
   read_split = split_for_process(read_split, process_index, process_count, drop_remainder=train)
   builder = _builder(data_config, src)
+  if not builder.is_prepared() and not src.name == "bair":
+    raise FileNotFoundError(
+        f"Dataset {src.tfds_name} is not prepared in {builder.data_dir}. Fix: call "
+        f"i2v_flax.data.prepare(config.data) first (or set --config.data.data_dir to where it was "
+        f"built).")
   # Ordered datasets (shapes) refuse file shuffling; the shuffle buffer below mixes them.
   shuffle_files = shuffle and not builder.info.disable_shuffling
   ds = builder.as_dataset(

@@ -29,6 +29,7 @@ from i2v_flax.data import shapes
 
 DEFAULT_NUM_EXAMPLES = {"train": 4000, "test": 256}
 MAX_WORKERS = 8  # Processes generating a big build.
+POOL_MIN_EXAMPLES = 64  # Smaller splits generate in-process (a pool costs more than it saves).
 
 
 def split_seed(split: str) -> int:
@@ -131,7 +132,7 @@ class I2vShapes(tfds.core.GeneratorBasedBuilder):
     numpy/zlib, and forking skips re-importing TensorFlow)."""
     jobs = [(split, i, self.builder_config.resolution) for i in range(num)]
     workers = min(os.cpu_count() or 1, MAX_WORKERS)
-    if num < 64 or workers < 2:
+    if num < POOL_MIN_EXAMPLES or workers < 2:
       results = map(_encoded_example, jobs)
       pool = None
     else:
