@@ -106,8 +106,29 @@ def test_augmentation_is_one_draw_per_clip():
   np.testing.assert_array_equal(test_out.numpy(), test_out2.numpy())  # No randomness at test.
 
 
-def test_geometric_augmentation_keeps_positions_on_the_pixels(shapes_data_dir):
-  cfg = _shapes_config(shapes_data_dir, control=False, flip=True, resize_crop=True)
+def test_fused_batch_jitter_equals_per_clip_reference():
+  cfg = config_lib.load_config(os.path.join(REPO, "configs/bair.py:tiny")).data
+  cfg.resolution = 16
+  cfg.brightness, cfg.contrast, cfg.saturation = 0.4, 0.3, 0.5
+  assert augment.can_fuse(cfg, 16) and not augment.can_fuse(cfg, 32)
+  clips = np.random.default_rng(0).integers(0, 256, (6, 5, 16, 16, 3), dtype=np.uint8)
+  refs, flipped_u8, factors = [], [], []
+  for i, clip in enumerate(clips):
+    seed = tf.constant([i, 0], tf.int64)
+    ref, flipped, _, _ = augment.augment_clip(tf.constant(clip), cfg, True, seed)
+    refs.append(ref.numpy())
+    draws = augment.draws_for(seed)
+    assert bool(flipped) == bool(draws[0] < 0.5)
+    flipped_u8.append(clip[:, :, ::-1] if bool(flipped) else clip)
+    factors.append(augment.jitter_factors(cfg, draws).numpy())
+  fused = augment.fused_jitter_batch(tf.constant(np.stack(flipped_u8)), tf.constant(factors))
+  np.testing.assert_allclose(fused.numpy(), np.stack(refs), atol=2e-5)
+  assert np.abs(np.stack(refs) - (clips / 127.5 - 1)).max() > 0.1  # Jitter did something.
+
+
+@pytest.mark.parametrize("resize_crop", [True, False])  # Per-clip and fused-batch paths.
+def test_geometric_augmentation_keeps_positions_on_the_pixels(shapes_data_dir, resize_crop):
+  cfg = _shapes_config(shapes_data_dir, control=False, flip=True, resize_crop=resize_crop)
   checked = flips = 0
   it = data.create_iterator(cfg, "train", 4, seed=3, with_metadata=True)
   for _ in range(3):
@@ -127,8 +148,10 @@ def test_geometric_augmentation_keeps_positions_on_the_pixels(shapes_data_dir):
         assert np.abs(pix - want).max() < 0.1, (pix, want)
         moved = np.abs(pos - ref["positions"][s + t, top]).max()
         checked += 1
-      np.testing.assert_allclose(batch["radius"][b, top], ref["radius"][top] * 1.5, rtol=1e-6)
-  assert checked >= 8 and moved > 0 and 0 < flips < 12
+      np.testing.assert_allclose(batch["radius"][b, top],
+                                 ref["radius"][top] * (1.5 if resize_crop else 1.0), rtol=1e-6)
+  assert checked >= 8 and 0 < flips < 12
+  assert moved > 0 if resize_crop else True
 
 
 def test_bair_pipeline_under_mock_data():

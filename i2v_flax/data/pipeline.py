@@ -148,8 +148,15 @@ def _clip_fn(data_config: ml_collections.ConfigDict, src: Source, train: bool,
   """Per-clip map: random start, augmentation, eta, metadata in the clip's coordinates."""
   length = int(data_config.clip_length)
   max_start = max(0, min(int(data_config.max_start_frame), src.num_frames - length))
-  fast = (not augment.needs_random(data_config, train) and src.frame_size == data_config.resolution
-          and not data_config.resize_crop)
+  # 'plain': uint8 clips, one cast per batch. 'fused': uint8 flips per clip and one affine colour
+  # map per batch. 'clip': full per-clip float augmentation (resizing, hue).
+  if not augment.needs_random(data_config, train) and augment.can_fuse(data_config,
+                                                                       src.frame_size):
+    mode = "plain"
+  elif augment.can_fuse(data_config, src.frame_size):
+    mode = "fused"
+  else:
+    mode = "clip"
 
   def fn(counter, ex):
     base = tf.stack([tf.constant(seed, tf.int64), 2 * counter])
@@ -161,8 +168,15 @@ def _clip_fn(data_config: ml_collections.ConfigDict, src: Source, train: bool,
     video = ex["video"][start:start + length]
     out = {}
     flipped, scale, offset = tf.constant(False), tf.constant(1.0), tf.zeros([2])
-    if fast:
+    if mode == "plain":
       out["video"] = video  # Stays uint8 until the batch is converted in one op.
+    elif mode == "fused":
+      draws = augment.draws_for(base)
+      if augment.flip_enabled(data_config):
+        flipped = draws[0] < 0.5
+        video = tf.cond(flipped, lambda: tf.reverse(video, axis=[2]), lambda: video)
+      out["video"] = video
+      out["_jitter"] = augment.jitter_factors(data_config, draws)
     else:
       out["video"], flipped, scale, offset = augment.augment_clip(video, data_config, train, base)
     if src.name == "shapes":
@@ -191,7 +205,7 @@ def _clip_fn(data_config: ml_collections.ConfigDict, src: Source, train: bool,
       out["start"] = start
     return out
 
-  return fn, fast
+  return fn, mode
 
 
 def build_dataset(data_config: ml_collections.ConfigDict, split: str, local_batch_size: int, *,
@@ -233,16 +247,19 @@ def build_dataset(data_config: ml_collections.ConfigDict, split: str, local_batc
     ds = ds.shuffle(int(data_config.shuffle_buffer), seed=seed, reshuffle_each_iteration=True)
   if repeat:
     ds = ds.repeat()
-  fn, fast = _clip_fn(data_config, src, train, with_metadata, seed)
+  fn, mode = _clip_fn(data_config, src, train, with_metadata, seed)
   parallel_calls = (tf.data.AUTOTUNE if data_config.num_parallel_calls < 0
                     else int(data_config.num_parallel_calls))
   ds = ds.enumerate().map(lambda i, ex: fn(i, ex), num_parallel_calls=parallel_calls)
   ds = ds.batch(local_batch_size, drop_remainder=train or repeat,
                 num_parallel_calls=parallel_calls)
-  if fast:
+  if mode != "clip":
     def to_float(batch):
       batch = dict(batch)
-      batch["video"] = tf.cast(batch["video"], tf.float32) * (2.0 / 255.0) - 1.0
+      if mode == "fused":
+        batch["video"] = augment.fused_jitter_batch(batch["video"], batch.pop("_jitter"))
+      else:
+        batch["video"] = tf.cast(batch["video"], tf.float32) * (2.0 / 255.0) - 1.0
       return batch
     ds = ds.map(to_float, num_parallel_calls=parallel_calls)
   return ds.prefetch(tf.data.AUTOTUNE)
