@@ -276,6 +276,13 @@ def create_iterator(data_config: ml_collections.ConfigDict, split: str, global_b
   for shapes). With repeat=False a non-train split ends with a smaller final batch holding the
   remainder, so every video is seen exactly once; `max_examples` reads only the first N videos
   (e.g. exactly the 256 test videos of the protocol).
+
+  Keys: video float32 (B, L, S, S, 3) in [-1, 1]; eta float32 (B, d) when data_config.control.
+  with_metadata adds `start` (B,) int32 and, for shapes, the clip's ground truth in its own
+  (augmented) coordinates: positions (B, L, 3, 2), drift (B, 2) px/frame at S, radius (B, 3),
+  colors (B, 3, 3) uint8, num_objects (B,), shape_kind (B, 3), index (B,) (the record's
+  position in its split: `shapes_builder.example_for(split, index, R)` regenerates it); for bair
+  endeffector_pos (B, L, 3) (not flipped).
   """
   src = source(data_config)
   _check(data_config, src, global_batch_size, jax.process_count(), jax.device_count())
