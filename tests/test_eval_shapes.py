@@ -39,6 +39,9 @@ def test_tracker_recovers_subpixel_centres_and_reports_missing():
   assert err.max() < 0.15
   # Unused slots are never "found".
   assert not found[0, :, 1:].any()
+  # Uniform noise has ~5% of pixels within tolerance of any colour, but they form no object.
+  noise = np.random.default_rng(0).integers(0, 256, video.shape, dtype=np.uint8)
+  assert not sm.track_objects(noise[None], meta)[1].any()
 
 
 def test_float_input_matches_uint8(clips):

@@ -24,10 +24,12 @@ against a feature network:
                     the x and y stds, in px; mean over x_0s.
 
 Tracking: an object's pixels are those within `tol` (max over RGB, uint8 units) of its colour;
-the centroid seeds a sub-pixel template fit that uses the known shape and radius: candidate
-centres on a 0.1 px grid within +-0.7 px are rendered with the generator's rasterisation rule and
-the centre is the mean of the candidates with the fewest mismatched pixels, ignoring pixels of
-objects drawn later (they may occlude). Positions are in the generator's normalised convention
+an object counts as found when enough pixels match and at least half of them fall inside the
+shape drawn at the estimated centre (and fill at least half of it), so scattered matching noise
+is not an object. The centroid seeds a sub-pixel template fit using the known shape and radius:
+candidate centres on a 0.1 px grid within +-0.7 px (after a 1 px grid over +-r when a later
+object may occlude) are rendered with the generator's rasterisation rule, and the centre is the
+mean of the candidates with the fewest mismatched pixels, ignoring pixels of objects drawn later. Positions are in the generator's normalised convention
 (pixel column j has centre (j + 0.5) / R), errors in pixels at the clip's resolution.
 """
 
@@ -41,7 +43,8 @@ from i2v_flax.evaluation.frechet import frechet_distance
 from i2v_flax.evaluation.i3d import to_uint8
 
 COLOR_TOL = 48  # Background channels stay within ~25 of each other; palette colours span >170.
-MIN_AREA_FRACTION = 0.2  # Found if at least this fraction of the object's area matches.
+MIN_AREA_FRACTION = 0.2  # Found only if at least this fraction of the object's area matches,
+MIN_AGREEMENT = 0.5  # and the mask and the shape drawn at the fitted centre mostly coincide.
 PSNR_CAP = 100.0  # dB reported for identical backgrounds.
 _OFFSETS = np.round(np.arange(-0.7, 0.7001, 0.1), 6)
 
@@ -86,6 +89,20 @@ def _fit_centre(own: np.ndarray, ignore: np.ndarray, centroid: np.ndarray, kind:
   return _grid_search(own, care, centre, _OFFSETS, kind, r, 2)
 
 
+def _agreement(own: np.ndarray, ignore: np.ndarray, centre: np.ndarray, kind: int,
+               r: float) -> float:
+  """min(recall, precision) of the colour mask vs the object rendered at `centre`.
+
+  Scattered matching pixels (noise, colour casts) have a centroid but fill little of the shape
+  there, so they do not count as a found object.
+  """
+  h, w = own.shape
+  template = _render(kind, r, centre[:1], centre[1:], np.arange(w) + 0.5,
+                     np.arange(h) + 0.5)[0] & ~ignore
+  hit = np.sum(template & own)
+  return min(hit / max(template.sum(), 1), hit / max(own.sum(), 1))
+
+
 def track_objects(videos: np.ndarray, metadata: Mapping[str, np.ndarray],
                   tol: int = COLOR_TOL, refine: bool = True) -> tuple[np.ndarray, np.ndarray]:
   """Track every object of (N, T, H, W, 3) clips by colour.
@@ -117,9 +134,11 @@ def track_objects(videos: np.ndarray, metadata: Mapping[str, np.ndarray],
         if count < min_pixels:
           continue
         c = np.array([(own * jj).sum(), (own * ii).sum()]) / count
+        kind = 0 if kinds is None else int(kinds[v][k])
         if refine and kinds is not None:
-          c = _fit_centre(own, later[f], c, int(kinds[v][k]), radius[v, k])
-        pos[v, f, k] = c / np.array([w, h])
+          c = _fit_centre(own, later[f], c, kind, radius[v, k])
+        if _agreement(own, later[f], c, kind, radius[v, k]) >= MIN_AGREEMENT:
+          pos[v, f, k] = c / np.array([w, h])
   return pos, ~np.isnan(pos[..., 0])
 
 
@@ -232,6 +251,7 @@ def shapes_metrics(real: np.ndarray, fake: np.ndarray, metadata: Mapping[str, np
 def final_position_spread(samples: np.ndarray, metadata: Mapping[str, np.ndarray],
                           tol: int = COLOR_TOL) -> float:
   """(N, S, T, H, W, 3) S samples per x_0 -> mean over x_0 of object 0's final-position std (px)."""
+  samples = np.asarray(samples)[:, :, -1:]  # Only the final frame matters.
   n, s = samples.shape[:2]
   rep = {k: np.repeat(np.asarray(v), s, axis=0) for k, v in metadata.items()
          if k in ("colors", "radius", "num_objects", "shape_kind")}
@@ -240,3 +260,24 @@ def final_position_spread(samples: np.ndarray, metadata: Mapping[str, np.ndarray
   ok = found[:, -1, 0].reshape(n, s)
   spreads = [final[v][ok[v]].std(axis=0).mean() for v in range(n) if ok[v].sum() >= 2]
   return float(np.mean(spreads)) if spreads else np.nan
+
+
+def report_metrics(clips: Mapping[str, np.ndarray], samples: np.ndarray,
+                   resolution: int) -> dict[str, float]:
+  """The oracle metrics for `i2v_flax.report`: sample 0 of each x_0 vs its real clip, plus spread.
+
+  clips: a `create_iterator(..., with_metadata=True)` batch (video (B, 17, R, R, 3), metadata,
+  optional eta); samples: (b <= B, S, 16, R, R, 3) generated frames for the first b clips. eta is
+  not used as a target (the report samples control models with random eta): the final-position
+  error is against the real clip's final position.
+  """
+  b = samples.shape[0]
+  real = np.asarray(clips["video"])[:b]
+  if real.shape[2] != resolution or samples.shape[3] != resolution:
+    raise ValueError(f"Clips {real.shape} / samples {samples.shape} are not at {resolution}^2.")
+  meta = {k: np.asarray(v)[:b] for k, v in clips.items() if k != "video" and k != "eta"}
+  fake = np.concatenate([real[:, :1], np.asarray(samples)[:, 0]], axis=1)
+  out = shapes_metrics(real, fake, meta)
+  if samples.shape[1] >= 2:
+    out["final_pos_spread"] = final_position_spread(samples, meta)
+  return out

@@ -1,0 +1,233 @@
+"""`--mode=eval`: the SPEC §6 protocol for the configured dataset, plus two baselines.
+
+For the first `config.eval.num_videos` test clips (start frame 0, no augmentation) we draw
+M = max(K, S) samples per x_0 once, where K = config.eval.num_sample_sets and S =
+config.eval.div_num_samples; sample set k is sample k of every x_0 (independent nu draws, so the
+sets are independent), and DIV uses samples 0..S-1. Methods:
+  cinn      nu ~ N(0, T^2) through the cINN (the model), eta = the real clip's eta if control.
+  w/o cINN  z ~ N(0, T^2) straight into the decoder (the paper's ablation).
+  static    x_0 repeated (deterministic: one set; DIV and spread are exactly 0, not computed).
+Per set: FVD (BAIR protocol: fake = real x_0 + the first 15 generated frames, vs real frames
+0-15; the real I3D features are computed once), LPIPS and FID of generated x_1..x_16 vs the real
+ones, and on `shapes` the oracle metrics of x_0 + 16 generated frames vs the real 17. Reported
+per metric: the first set's value (the paper's single FVD of 256 vs 256), mean, std (ddof=0)
+and all values. Generated frames are quantised to uint8 first, as any saved video would be.
+Output: workdir/eval/<step>.json (atomic) and <step>.md (a table).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from typing import Any, Callable
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from i2v_flax.evaluation import diversity, fid as fid_lib, fvd as fvd_lib, lpips_metrics
+from i2v_flax.evaluation import shapes_metrics
+from i2v_flax.evaluation.i3d import to_uint8
+
+KNOWN_METRICS = ("fvd", "lpips", "div_vgg", "div_i3d", "fid", "shapes")
+# A generator: (x0 (B, H, W, 3) float [-1, 1], eta or None, num_samples, seed) -> (B, S, 16, H, W, 3).
+GenerateFn = Callable[[np.ndarray, Any, int, int], np.ndarray]
+
+
+def load_test_clips(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
+  """The protocol's clips: the first num_videos of the eval split, in order, with metadata."""
+  from i2v_flax import data
+  data.prepare(config.data)
+  n = int(config.eval.num_videos)
+  n_dev = jax.device_count()
+  batch = max(n_dev, min(int(config.eval.batch_size), n) // n_dev * n_dev)
+  it = data.create_iterator(config.data, config.eval.split, batch,
+                            seed=int(config.seed), shuffle=False, repeat=False,
+                            with_metadata=config.data.name == "shapes", max_examples=n)
+  chunks = list(it)
+  clips = {k: np.concatenate([c[k] for c in chunks])[:n] for k in chunks[0]}
+  if clips["video"].shape[0] < n:
+    raise ValueError(f"The {config.eval.split!r} split has {clips['video'].shape[0]} clips, "
+                     f"fewer than config.eval.num_videos={n}.")
+  return clips
+
+
+def model_generators(model: Any, config: ml_collections.ConfigDict) -> dict[str, GenerateFn]:
+  """The model (cINN prior) and the w/o-cINN ablation as generators (see `GenerateFn`)."""
+  temperature = float(config.eval.temperature)
+
+  def make(prior: str) -> GenerateFn:
+    def fn(x0, eta, num_samples, seed):
+      return model.sample(x0, num_samples=num_samples, temperature=temperature, seed=seed,
+                          eta=eta if prior == "cinn" else None, prior=prior)
+    return fn
+  return {"cinn": make("cinn"), "w/o cINN": make("gaussian")}
+
+
+def _static(x0, eta, num_samples, seed):
+  del eta, seed
+  return np.repeat(np.asarray(x0)[:, None, None], 16, axis=2).repeat(num_samples, axis=1)
+
+
+def _generate(fn: GenerateFn, clips: dict[str, np.ndarray], num_samples: int, batch: int,
+              seed: int, name: str) -> np.ndarray:
+  """(N, num_samples, 16, H, W, 3) uint8, generated x_0-batch by x_0-batch."""
+  video, eta = clips["video"], clips.get("eta")
+  out = []
+  for i, start in enumerate(range(0, len(video), batch)):
+    sl = slice(start, start + batch)
+    frames = fn(video[sl, 0], None if eta is None else eta[sl], num_samples, seed + 7919 * i)
+    out.append(to_uint8(frames))
+    logging.log_every_n_seconds(logging.INFO, "[%s] generated %d/%d x_0", 30, name,
+                                min(start + batch, len(video)), len(video))
+  return np.concatenate(out)
+
+
+def _summary(values: list[float]) -> dict[str, Any]:
+  v = np.asarray(values, np.float64)
+  finite = v[np.isfinite(v)]
+  clean = lambda x: None if x is None or not np.isfinite(x) else float(x)
+  return {"first": clean(v[0]), "mean": clean(finite.mean()) if finite.size else None,
+          "std": clean(finite.std()) if finite.size else None,
+          "values": [clean(x) for x in v]}
+
+
+def evaluate_method(name: str, samples: np.ndarray, clips: dict[str, np.ndarray],
+                    metrics: tuple[str, ...], num_sets: int, div_samples: int,
+                    cache: dict[str, Any], config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """All metrics of one method's (N, M, 16, H, W, 3) uint8 samples against the real clips."""
+  real = to_uint8(clips["video"])
+  batch = int(config.eval.batch_size)
+  per_set: dict[str, list[float]] = {}
+  sets = min(num_sets, samples.shape[1])
+  for k in range(sets):
+    t0 = time.time()
+    gen = samples[:, k]
+    if "fvd" in metrics:
+      if "real_i3d" not in cache:
+        cache["real_i3d"] = fvd_lib.fvd_features(real[:, :16], batch)
+      fake16 = np.concatenate([real[:, :1], gen[:, :15]], axis=1)
+      fake_feats = fvd_lib.fvd_features(fake16, batch)
+      per_set.setdefault("fvd", []).append(fvd_lib.fvd_from_features(cache["real_i3d"],
+                                                                      fake_feats))
+    if "lpips" in metrics:
+      per_set.setdefault("lpips", []).append(lpips_metrics.lpips_video(real[:, 1:], gen))
+    if "fid" in metrics:
+      if "real_fid" not in cache:
+        cache["real_fid"] = fid_lib.fid_features(real[:, 1:], cache["fid_vars"], batch)
+      fake = fid_lib.fid_features(gen, cache["fid_vars"], batch)
+      per_set.setdefault("fid", []).append(fid_lib.frechet_distance(cache["real_fid"], fake))
+    if "shapes" in metrics:
+      meta = {k2: v for k2, v in clips.items() if k2 not in ("video", "eta")}
+      if "real_tracks" not in cache:
+        cache["real_tracks"] = shapes_metrics.track_objects(real, meta)
+      res = shapes_metrics.shapes_metrics(
+          real, np.concatenate([real[:, :1], gen], axis=1), meta, eta=clips.get("eta"),
+          real_tracks=cache["real_tracks"])
+      for key, value in res.items():
+        per_set.setdefault(f"shapes/{key}", []).append(value)
+    logging.info("[%s] sample set %d/%d scored in %.1fs", name, k + 1, sets, time.time() - t0)
+  out = {key: _summary(v) for key, v in per_set.items()}
+  deterministic = samples.shape[1] == 1
+  div = samples[:, :div_samples]
+  if "div_vgg" in metrics:
+    out["div_vgg"] = _summary([0.0 if deterministic else diversity.div_vgg(div)])
+  if "div_i3d" in metrics:
+    out["div_i3d"] = _summary([0.0 if deterministic else diversity.div_i3d(div, batch)])
+  if "shapes" in metrics:
+    meta = {k2: v for k2, v in clips.items() if k2 not in ("video", "eta")}
+    spread = 0.0 if deterministic else shapes_metrics.final_position_spread(div, meta)
+    out["shapes/final_pos_spread"] = _summary([spread])
+  return out
+
+
+def _write_atomic(path: str, text: str) -> None:
+  fd, tmp = tempfile.mkstemp(prefix=".tmp_", dir=os.path.dirname(path))
+  try:
+    with os.fdopen(fd, "w") as f:
+      f.write(text)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+  """Rows = metrics, columns = methods, cells 'mean ± std' (K sets; one value if deterministic)."""
+  methods = list(results["methods"])
+  keys = sorted({k for m in methods for k in results["methods"][m]})
+  lines = [f"# Evaluation of {results['dataset']} at stage-2 step {results['step']}", "",
+           f"{results['num_videos']} test videos, {results['num_sample_sets']} sample sets, "
+           f"{results['div_num_samples']} samples per x_0 for DIV. FVD 'first' = the paper's "
+           "single 256-vs-256 number.", "",
+           "| metric | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+  for key in keys:
+    cells = []
+    for m in methods:
+      s = results["methods"][m].get(key)
+      if s is None or s["mean"] is None:
+        cells.append("n/a")
+      elif len(s["values"]) > 1:
+        cells.append(f"{s['mean']:.4g} ± {s['std']:.2g}")
+      else:
+        cells.append(f"{s['mean']:.4g}")
+    lines.append(f"| {key} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str, *, model: Any = None,
+             generators: dict[str, GenerateFn] | None = None,
+             clips: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+  """Run the protocol, write workdir/eval/<step>.{json,md}, return the results dict.
+
+  model: a `sampling.VideoModel` (default: `sampling.load(workdir, config)`); generators: named
+  `GenerateFn`s replacing the model's (tests, other methods); clips: preloaded test clips.
+  """
+  metrics = tuple(config.eval.metrics)
+  unknown = set(metrics) - set(KNOWN_METRICS)
+  if unknown:
+    raise ValueError(f"Unknown config.eval.metrics {sorted(unknown)}; known: {KNOWN_METRICS}.")
+  if "shapes" in metrics and config.data.name != "shapes":
+    raise ValueError("The 'shapes' oracle metrics need data.name='shapes'.")
+  if jax.process_count() > 1:
+    raise ValueError("Evaluation runs on one host (it gathers all clips); launch it without "
+                     "--distributed.")
+  cache: dict[str, Any] = {}
+  if "fid" in metrics:  # Fail before minutes of sampling, not after.
+    cache["fid_vars"] = fid_lib.load_fid_variables(config.eval.fid_weights)
+  if generators is None:
+    if model is None:
+      from i2v_flax import sampling
+      model = sampling.load(workdir, config)
+    generators = model_generators(model, config)
+  step = int(getattr(model, "step", -1)) if model is not None else -1
+  generators = {**generators, "static": _static}
+  clips = load_test_clips(config) if clips is None else clips
+  k_sets, s_div = int(config.eval.num_sample_sets), int(config.eval.div_num_samples)
+  wants_div = any(m in metrics for m in ("div_vgg", "div_i3d", "shapes"))
+  num_samples = max(k_sets, s_div if wants_div else 1)
+  logging.info("Evaluating %s on %d clips: metrics %s, %d sample sets, methods %s",
+               config.data.name, len(clips["video"]), metrics, k_sets, list(generators))
+  results: dict[str, Any] = {
+      "dataset": config.data.name, "step": step, "num_videos": int(len(clips["video"])),
+      "num_sample_sets": k_sets, "div_num_samples": s_div, "metrics": list(metrics),
+      "temperature": float(config.eval.temperature), "methods": {}, "seconds": {}}
+  for name, fn in generators.items():
+    t0 = time.time()
+    m = 1 if fn is _static else num_samples
+    samples = _generate(fn, clips, m, int(config.eval.batch_size), int(config.seed) + 1, name)
+    results["methods"][name] = evaluate_method(name, samples, clips, metrics, k_sets, s_div,
+                                               cache, config)
+    results["seconds"][name] = round(time.time() - t0, 1)
+    logging.info("[%s] done in %.1fs: %s", name, time.time() - t0,
+                 {k: v["mean"] for k, v in results["methods"][name].items()})
+  out_dir = os.path.join(workdir, "eval")
+  os.makedirs(out_dir, exist_ok=True)
+  _write_atomic(os.path.join(out_dir, f"{step}.json"),
+                json.dumps(results, indent=2, sort_keys=True, allow_nan=False))
+  _write_atomic(os.path.join(out_dir, f"{step}.md"), markdown_table(results))
+  logging.info("Wrote %s/%d.json and .md", out_dir, step)
+  return results
