@@ -98,3 +98,15 @@ def test_final_position_spread():
   assert sm.final_position_spread(same, meta) < 1e-9
   spread = sm.final_position_spread(np.stack([a, b])[None], meta)
   assert abs(spread - 1.0) < 0.1  # std over 2 samples: x 0, y 2 px -> mean 1 px.
+
+
+def test_report_metrics_on_a_pipeline_style_batch(clips):
+  video, meta = clips
+  batch = {"video": video[:4].astype(np.float32) / 127.5 - 1.0, "eta": np.zeros((4, 4)),
+           **{k: v[:4] for k, v in meta.items()}}
+  samples = np.repeat(batch["video"][:, None, 1:], 2, axis=1)  # The real future, twice.
+  m = sm.report_metrics(batch, samples, RES)
+  assert m["final_pos_error"] < 1.0  # Against the real final position, not the zero eta.
+  assert m["final_pos_spread"] == 0.0
+  with pytest.raises(ValueError, match="64"):
+    sm.report_metrics(batch, samples, 64)
