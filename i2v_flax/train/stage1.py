@@ -1,0 +1,224 @@
+"""Stage 1 training loop (conditional VAE-GAN) and the restore API used by stage 2 and sampling.
+
+Workdir layout (fixed; stage 2, sampling and evaluation rely on it):
+  workdir/config.json               the config of the run (compared on resume)
+  workdir/checkpoints/stage1/       orbax; items 'models' ({'encoder', 'decoder'} variables) and
+                                    'train' (step, rng, discriminators, optimiser states)
+  workdir/tensorboard/stage1/       clu/TensorBoard scalars
+  workdir/samples/stage1_<step>.gif [input | reconstruction | prior sample] grids
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from clu import periodic_actions
+
+from i2v_flax import config_lib, parallel
+from i2v_flax.models.decoder import Decoder
+from i2v_flax.models.encoder import Encoder
+from i2v_flax.train import common
+from i2v_flax.train.stage1_steps import (MODEL_KEYS, Stage1Models, build_models,  # noqa: F401
+                                         check_stage1_config, make_init_fn, make_steps)
+
+# Config fields that fix the shapes of stage-1 checkpoints: resuming with others must fail early.
+ARCH_FIELDS = tuple(f"stage1.{k}" for k in (
+    "z_dim", "enc_widths", "enc_stride_t", "enc_stride_s", "dec_nf", "dec_up_t", "dec_up_s",
+    "spade_hidden", "spectral_norm", "dt_widths", "dt_stride_s", "ds_width")) + (
+        "data.resolution", "data.clip_length")
+
+
+def checkpoint_dir(workdir: str) -> str:
+  return os.path.join(workdir, "checkpoints", "stage1")
+
+
+def encode(encoder: Encoder, enc_vars: dict, video_1_16: jax.Array, rng: jax.Array | None
+           ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(z, mu, logvar) of frames x_1..x_16 (B, 16, H, W, 3); rng=None gives z = mu. Jit-friendly."""
+  return encoder.apply(enc_vars, video_1_16, rng)
+
+
+def decode(decoder: Decoder, dec_vars: dict, x0: jax.Array, z: jax.Array) -> jax.Array:
+  """Frames x_1..x_16 (B, 16, H, W, 3) from x_0 (B, H, W, 3) and z; eval mode (stored spectral
+  norm vectors, no update). Jit-friendly."""
+  return decoder.apply(dec_vars, x0, z, False)
+
+
+def _abstract_models(config: ml_collections.ConfigDict, models: Stage1Models) -> dict:
+  r, s1 = config.data.resolution, config.stage1
+  video = jax.ShapeDtypeStruct((1, config.data.clip_length - 1, r, r, 3), jnp.float32)
+  x0 = jax.ShapeDtypeStruct((1, r, r, 3), jnp.float32)
+  z = jax.ShapeDtypeStruct((1, s1.z_dim), jnp.float32)
+  key = jax.random.PRNGKey(0)
+  return {"encoder": jax.eval_shape(models.encoder.init, key, video, key),
+          "decoder": jax.eval_shape(models.decoder.init, key, x0, z)}
+
+
+def restore_stage1(workdir: str, config: ml_collections.ConfigDict | None = None
+                   ) -> tuple[ml_collections.ConfigDict, dict]:
+  """(stage-1 config, {'encoder': variables, 'decoder': variables}) of the latest checkpoint.
+
+  The config comes from workdir/config.json unless given. Only the 'models' item is read, so
+  discriminators and optimiser states never occupy memory in stage 2 or sampling.
+  """
+  ckpt = checkpoint_dir(workdir)
+  command = (f"python -m i2v_flax.main --config=configs/<dataset>.py --workdir={workdir} "
+             "--mode=train_stage1")
+  if not os.path.isdir(ckpt):
+    raise FileNotFoundError(f"No stage-1 checkpoints in {ckpt} (workdir {workdir!r}). Train "
+                            f"stage 1 first: {command}")
+  if config is None:
+    config = common.read_config(workdir)
+  mngr = common.make_checkpoint_manager(ckpt, save_interval_steps=1, max_to_keep=1_000_000,
+                                        item_names=("models", "train"))
+  try:
+    if mngr.latest_step() is None:
+      raise FileNotFoundError(f"{ckpt} holds no finished stage-1 checkpoint (workdir "
+                              f"{workdir!r}). Train stage 1 first: {command}")
+    abstract = common.abstract_like(_abstract_models(config, build_models(config)),
+                                    parallel.replicated(parallel.make_mesh()))
+    variables = common.restore_checkpoint(mngr, {"models": abstract})["models"]
+  finally:
+    mngr.close()
+  return config, variables
+
+
+_STEPS_CACHE: dict = {}
+
+
+def _cached_steps(config, models, mesh, lpips_params):
+  """Reuse compiled steps when train() runs again in one process (resume, tests, notebooks)."""
+  loop_only = ("num_epochs", "num_train_steps", "warmup_steps", "log_every", "sample_every",
+               "checkpoint_every", "keep_checkpoints", "batch_size")
+  s1 = {k: v for k, v in config.stage1.to_dict().items() if k not in loop_only}
+  key = (repr(sorted(s1.items())), config.compute_dtype, config.data.resolution,
+         tuple(d.id for d in mesh.devices.flat), lpips_params is None)
+  if key not in _STEPS_CACHE:
+    _STEPS_CACHE.clear()  # Keep at most one set of compiled executables alive.
+    _STEPS_CACHE[key] = make_steps(config, models, mesh, lpips_params)
+  return _STEPS_CACHE[key]
+
+
+def _log_eval(writer, steps, state, eval_video, step: int, workdir: str,
+              rng: jax.Array) -> float:
+  recon, prior, psnr = steps["eval"](state, eval_video, rng)
+  psnr = float(np.mean(jax.device_get(psnr)))
+  writer.write_scalars(step, {"eval/psnr": psnr})
+  if jax.process_index() == 0:
+    grid = common.video_grid([jax.device_get(eval_video)[:, 1:], jax.device_get(recon),
+                              jax.device_get(prior)])
+    common.write_gif(os.path.join(workdir, "samples", f"stage1_{step}.gif"), grid)
+  logging.info("stage 1 step %d: held-out reconstruction PSNR %.2f dB", step, psnr)
+  return psnr
+
+
+def train(config: ml_collections.ConfigDict, workdir: str,
+          make_train_iter: Callable[[int], Iterator[dict]],
+          eval_batch: dict | None = None) -> dict[str, Any]:
+  """Train stage 1 from `make_train_iter(start_step)` batches ({'video': (B_local, 17, H, W, 3)}).
+
+  Resumes from the latest checkpoint in the workdir; returns the final state. Iterators are made
+  from the start step so a resumed run can continue the data stream where it stopped.
+  """
+  s1 = config.stage1
+  check_stage1_config(config)
+  mesh = parallel.make_mesh()
+  parallel.check_global_batch(s1.batch_size, mesh)
+  common.check_compatible(workdir, config, ARCH_FIELDS)
+  common.write_config(workdir, config)
+  total = config_lib.steps(s1)
+  models = build_models(config)
+  lpips_params = None
+  if s1.w_percep > 0:
+    from i2v_flax.models import lpips  # VGG weights only when the perceptual loss is on.
+    lpips_params = jax.device_put(lpips.load_lpips_params(), parallel.replicated(mesh))
+  steps = _cached_steps(config, models, mesh, lpips_params)
+  init_fn = make_init_fn(config, models)
+  rng = jax.random.PRNGKey(config.seed)
+  mngr = common.make_checkpoint_manager(checkpoint_dir(workdir),
+                                        save_interval_steps=s1.checkpoint_every,
+                                        max_to_keep=s1.keep_checkpoints,
+                                        item_names=("models", "train"))
+  writer = common.create_writer(os.path.join(workdir, "tensorboard", "stage1"))
+  stop = common.install_sigterm_flag()
+  start = mngr.latest_step() or 0
+  batches = make_train_iter(start)
+  first = next(batches)
+  video = parallel.shard_batch(first["video"], mesh)
+  init_jit = jax.jit(init_fn, out_shardings=parallel.replicated(mesh))
+  if start:
+    abstract = common.abstract_like(jax.eval_shape(init_fn, video, rng),
+                                    parallel.replicated(mesh))
+    items = common.restore_checkpoint(
+        mngr, {"models": {k: abstract[k] for k in MODEL_KEYS},
+               "train": {k: v for k, v in abstract.items() if k not in MODEL_KEYS}}, step=start)
+    state = {**items["models"], **items["train"]}
+    logging.info("Resumed stage 1 from step %d in %s", start, checkpoint_dir(workdir))
+  else:
+    state = init_jit(video, rng)
+  eval_video = None
+  if eval_batch is not None:
+    eval_video = parallel.shard_batch(eval_batch["video"], mesh)
+  eval_rng = jax.random.PRNGKey(config.seed + 1)
+  report = periodic_actions.ReportProgress(num_train_steps=total, writer=writer,
+                                           every_secs=30.0)
+
+  def save(step: int, force: bool = False) -> None:
+    common.save_checkpoint(mngr, step, {
+        "models": {k: state[k] for k in MODEL_KEYS},
+        "train": {k: v for k, v in state.items() if k not in MODEL_KEYS}}, force=force)
+
+  t_last, step_last = time.time(), start
+  try:
+    for step in range(start, total):
+      if step > start:
+        video = parallel.shard_batch(next(batches)["video"], mesh)
+      adversarial = step >= s1.warmup_steps
+      state, metrics, fake = steps["g_adv" if adversarial else "g_warmup"](state, video)
+      if adversarial:
+        state, d_metrics = steps["d"](state, video, fake)
+        metrics = {**metrics, **d_metrics}
+      metrics = jax.device_get(metrics)
+      common.check_finite(metrics, step, checkpoint_dir(workdir))
+      done = step + 1
+      report(done)
+      if done % s1.log_every == 0 or done == total:
+        now = time.time()
+        metrics["steps_per_sec"] = (done - step_last) / max(now - t_last, 1e-9)
+        t_last, step_last = now, done
+        writer.write_scalars(done, {k: float(v) for k, v in metrics.items()})
+      if eval_video is not None and (done % s1.sample_every == 0 or done == total):
+        _log_eval(writer, steps, state, eval_video, done, workdir, eval_rng)
+      if done % s1.checkpoint_every == 0 or done == total:
+        save(done, force=True)
+      if stop.is_set():
+        logging.warning("SIGTERM: saving stage-1 checkpoint at step %d and exiting.", done)
+        save(done, force=True)
+        break
+  finally:
+    mngr.wait_until_finished()
+    mngr.close()
+    writer.flush()
+  return state
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """`--mode=train_stage1`: train on config.data's train split, sample/PSNR on a test batch."""
+  from i2v_flax import data as data_lib
+  data_lib.prepare(config.data)
+  bs = config.stage1.batch_size
+
+  def make_train_iter(start: int) -> Iterator[dict]:
+    # A different seed per start step: a resumed run sees fresh clips rather than a replay.
+    return data_lib.create_iterator(config.data, "train", bs, seed=config.seed + start)
+
+  eval_batch = next(data_lib.create_iterator(config.data, "test", bs, seed=0, shuffle=False,
+                                             repeat=True))
+  return train(config, workdir, make_train_iter, eval_batch)
