@@ -85,7 +85,7 @@ def test_writes_json_and_markdown(run):
   with open(os.path.join(workdir, "eval", "7.md")) as f:
     md = f.read()
   assert "| metric | cinn | w/o cINN | static |" in md
-  assert "| shapes/final_pos_error |" in md and "| fvd |" in md
+  assert "| shapes/final_pos_error |" in md and "| fvd |" in md and "| fvd (first set) |" in md
   assert not [p for p in os.listdir(os.path.join(workdir, "eval")) if p.startswith(".tmp")]
 
 

@@ -161,8 +161,8 @@ def markdown_table(results: dict[str, Any]) -> str:
   keys = sorted({k for m in methods for k in results["methods"][m]})
   lines = [f"# Evaluation of {results['dataset']} at stage-2 step {results['step']}", "",
            f"{results['num_videos']} test videos, {results['num_sample_sets']} sample sets, "
-           f"{results['div_num_samples']} samples per x_0 for DIV. FVD 'first' = the paper's "
-           "single 256-vs-256 number.", "",
+           f"{results['div_num_samples']} samples per x_0 for DIV. Cells: mean ± std over the sample "
+           "sets; 'fvd (first set)' is the paper's single FVD.", "",
            "| metric | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
   for key in keys:
     cells = []
@@ -175,6 +175,10 @@ def markdown_table(results: dict[str, Any]) -> str:
       else:
         cells.append(f"{s['mean']:.4g}")
     lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    if key == "fvd":  # The paper's number: one FVD of the first sample set.
+      firsts = [results["methods"][m].get(key, {}).get("first") for m in methods]
+      lines.append("| fvd (first set) | " + " | ".join(
+          "n/a" if f is None else f"{f:.4g}" for f in firsts) + " |")
   return "\n".join(lines) + "\n"
 
 

@@ -5,7 +5,8 @@ drawn exactly, smooth low-saturation background translating by `drift`, elastic 
 constant per-frame speed), generated videos can be scored against the physics instead of only
 against a feature network:
 
-  found_fraction    fraction of (video, frame, object) slots where the object was tracked.
+  found_fraction    fraction of (video, generated frame, object) slots where the object was
+                    tracked (frame 0 is the real x_0 and does not count).
   bg_psnr           PSNR (dB, capped at 100) of generated frames 1.. vs the real clip's frames,
                     outside all objects of both clips (colour masks dilated by 1 px): does the
                     background keep drifting like the real one?
@@ -237,7 +238,8 @@ def shapes_metrics(real: np.ndarray, fake: np.ndarray, metadata: Mapping[str, np
                             motion_features(fake_pos, fake_found, res))
   enough = len(real_feats) >= 2 and len(fake_feats) >= 2
   return {
-      "found_fraction": float(fake_found[np.broadcast_to(slots[:, None], fake_found.shape)].mean()),
+      "found_fraction": float(fake_found[:, 1:][np.broadcast_to(
+          slots[:, None], fake_found[:, 1:].shape)].mean()),
       "bg_psnr": float(np.nanmean(background_psnr(real, fake, metadata, tol))),
       "speed_std": speed_std,
       "speed_std_real": speed_std_real,
