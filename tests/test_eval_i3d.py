@@ -34,6 +34,16 @@ def test_resize_is_not_half_pixel_resize():
   np.testing.assert_array_equal(ours[:, 0, 0], x[:, 0, 0])  # TF1 legacy: dst 0 samples src 0.
 
 
+@pytest.mark.parametrize("t,kernel,stride", [(9, (7, 5, 5), (2, 2, 2)), (5, (3, 3, 3), (1, 1, 1)),
+                                              (4, (1, 1, 1), (1, 1, 1)), (5, (2, 3, 3), (2, 1, 1))])
+def test_conv3d_taps_equals_native(t, kernel, stride):
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((2, t, 11, 10, 3)).astype(np.float32)
+  k = rng.standard_normal(kernel + (3, 4)).astype(np.float32)
+  native = i3d.conv3d_same(x, k, stride, "native")
+  np.testing.assert_allclose(i3d.conv3d_same(x, k, stride, "taps"), native, atol=1e-4, rtol=1e-5)
+
+
 def test_i3d_logits_match_package_model_fixture():
   data = np.load(FIXTURE)
   ours = i3d.i3d_logits(data["video"], batch_size=1)
