@@ -1,6 +1,6 @@
 """The eval protocol end to end on tiny shapes data with injected generators (no trained model).
 
-I3D features and LPIPS are swapped for cheap stand-ins (VGG/I3D cost minutes on a shared CPU):
+I3D features, LPIPS and DIV's networks are swapped for cheap stand-ins (VGG/I3D cost minutes on a shared CPU):
 this test checks the protocol's plumbing (clip assembly, x_0 + 15 frames for FVD, sample sets,
 baselines, files) and the real shapes metrics; test_eval_i3d / _perceptual check the networks.
 """
@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from i2v_flax import config_lib
+from i2v_flax.evaluation import diversity
 from i2v_flax.evaluation import fvd as fvd_lib
 from i2v_flax.evaluation import lpips_metrics
 from i2v_flax.evaluation import protocol
@@ -30,9 +31,13 @@ def run(shapes_data_dir, tmp_path_factory):
   mp.setattr(fvd_lib, "fvd_features", _cheap_features)
   mp.setattr(lpips_metrics, "lpips_video", lambda a, b: float(np.mean(np.abs(
       a.astype(np.float64) - b.astype(np.float64)))))
+  pixel_div = lambda samples, *args, **kwargs: float(np.mean(diversity.div_from_features(
+      samples.reshape(samples.shape[:2] + (-1,)).astype(np.float64))))
+  mp.setattr(diversity, "div_vgg", pixel_div)
+  mp.setattr(diversity, "div_i3d", pixel_div)
   config = config_lib.load_config("configs/shapes.py:tiny")
   config.data.data_dir = shapes_data_dir
-  config.eval.metrics = ("shapes", "fvd", "lpips")
+  config.eval.metrics = ("shapes", "fvd", "lpips", "div_vgg", "div_i3d")
   clips = protocol.load_test_clips(config)
   futures = {c[0].tobytes(): c[1:] for c in clips["video"]}
 
@@ -66,6 +71,7 @@ def test_perfect_generator_scores_perfectly(run):
   assert m["shapes/final_pos_error"]["mean"] < 1.0
   assert m["shapes/bg_psnr"]["mean"] == 100.0
   assert m["shapes/final_pos_spread"]["mean"] == 0.0  # Identical samples.
+  assert m["div_vgg"]["mean"] == m["div_i3d"]["mean"] == 0.0
 
 
 def test_baselines_are_flagged(run):
@@ -76,6 +82,7 @@ def test_baselines_are_flagged(run):
   assert len(static["fvd"]["values"]) == 1  # Deterministic: one set.
   assert noise["shapes/found_fraction"]["mean"] < 0.5
   assert noise["lpips"]["mean"] > static["lpips"]["mean"]
+  assert noise["div_vgg"]["mean"] > 0.1 and static["div_vgg"]["mean"] == 0.0
 
 
 def test_writes_json_and_markdown(run):

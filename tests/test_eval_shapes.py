@@ -48,7 +48,8 @@ def test_float_input_matches_uint8(clips):
   video, meta = clips
   sub = {k: v[:2] for k, v in meta.items()}
   as_float = video[:2].astype(np.float32) / 127.5 - 1.0
-  np.testing.assert_allclose(sm.track_objects(as_float, sub)[0], sm.track_objects(video[:2], sub)[0])
+  np.testing.assert_allclose(sm.track_objects(as_float, sub)[0],
+                             sm.track_objects(video[:2], sub)[0])
 
 
 def test_ground_truth_scores_near_perfect(clips):

@@ -33,7 +33,8 @@ from i2v_flax.evaluation import shapes_metrics
 from i2v_flax.evaluation.i3d import to_uint8
 
 KNOWN_METRICS = ("fvd", "lpips", "div_vgg", "div_i3d", "fid", "shapes")
-# A generator: (x0 (B, H, W, 3) float [-1, 1], eta or None, num_samples, seed) -> (B, S, 16, H, W, 3).
+# A generator: (x0 (B, H, W, 3) in [-1, 1], eta or None, num_samples, seed)
+#   -> (B, num_samples, 16, H, W, 3) frames x_1..x_16 (float in [-1, 1] or uint8).
 GenerateFn = Callable[[np.ndarray, Any, int, int], np.ndarray]
 
 
@@ -134,7 +135,8 @@ def evaluate_method(name: str, samples: np.ndarray, clips: dict[str, np.ndarray]
   deterministic = samples.shape[1] == 1
   div = samples[:, :div_samples]
   if "div_vgg" in metrics:
-    out["div_vgg"] = _summary([0.0 if deterministic else diversity.div_vgg(div)])
+    out["div_vgg"] = _summary([0.0 if deterministic else diversity.div_vgg(
+        div, frames_per_batch=batch)])
   if "div_i3d" in metrics:
     out["div_i3d"] = _summary([0.0 if deterministic else diversity.div_i3d(div, batch)])
   if "shapes" in metrics:
@@ -161,8 +163,8 @@ def markdown_table(results: dict[str, Any]) -> str:
   keys = sorted({k for m in methods for k in results["methods"][m]})
   lines = [f"# Evaluation of {results['dataset']} at stage-2 step {results['step']}", "",
            f"{results['num_videos']} test videos, {results['num_sample_sets']} sample sets, "
-           f"{results['div_num_samples']} samples per x_0 for DIV. Cells: mean ± std over the sample "
-           "sets; 'fvd (first set)' is the paper's single FVD.", "",
+           f"{results['div_num_samples']} samples per x_0 for DIV. Cells: mean ± std over the "
+           "sample sets; 'fvd (first set)' is the paper's single FVD.", "",
            "| metric | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
   for key in keys:
     cells = []

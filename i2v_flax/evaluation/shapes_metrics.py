@@ -30,7 +30,8 @@ shape drawn at the estimated centre (and fill at least half of it), so scattered
 is not an object. The centroid seeds a sub-pixel template fit using the known shape and radius:
 candidate centres on a 0.1 px grid within +-0.7 px (after a 1 px grid over +-r when a later
 object may occlude) are rendered with the generator's rasterisation rule, and the centre is the
-mean of the candidates with the fewest mismatched pixels, ignoring pixels of objects drawn later. Positions are in the generator's normalised convention
+mean of the candidates with the fewest mismatched pixels, ignoring pixels of objects drawn later.
+Positions are in the generator's normalised convention
 (pixel column j has centre (j + 0.5) / R), errors in pixels at the clip's resolution.
 """
 
@@ -265,13 +266,14 @@ def final_position_spread(samples: np.ndarray, metadata: Mapping[str, np.ndarray
 
 
 def report_metrics(clips: Mapping[str, np.ndarray], samples: np.ndarray,
-                   resolution: int) -> dict[str, float]:
+                   resolution: int) -> dict[str, float | None]:
   """The oracle metrics for `i2v_flax.report`: sample 0 of each x_0 vs its real clip, plus spread.
 
   clips: a `create_iterator(..., with_metadata=True)` batch (video (B, 17, R, R, 3), metadata,
   optional eta); samples: (b <= B, S, 16, R, R, 3) generated frames for the first b clips. eta is
   not used as a target (the report samples control models with random eta): the final-position
-  error is against the real clip's final position.
+  error is against the real clip's final position. Undefined values (nothing tracked) are None,
+  so the dict is valid JSON.
   """
   b = samples.shape[0]
   real = np.asarray(clips["video"])[:b]
@@ -282,4 +284,4 @@ def report_metrics(clips: Mapping[str, np.ndarray], samples: np.ndarray,
   out = shapes_metrics(real, fake, meta)
   if samples.shape[1] >= 2:
     out["final_pos_spread"] = final_position_spread(samples, meta)
-  return out
+  return {k: None if v is None or not np.isfinite(v) else float(v) for k, v in out.items()}
