@@ -18,7 +18,6 @@ import functools
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -57,8 +56,8 @@ class VideoModel:
 
   @functools.cached_property
   def _explain(self):
-    def fn(variables, video, eta, rng):
-      _, mu, _ = stage1.encode(self.stage1_models.encoder, variables["encoder"], video[:, 1:], rng)
+    def fn(variables, video, eta):
+      _, mu, _ = stage1.encode(self.stage1_models.encoder, variables["encoder"], video[:, 1:], None)
       cond = stage2.condition(self.embedder, variables["embedder"], video[:, 0], eta)
       nu, _ = stage2.flow_inverse(self.flow, variables["flow"], mu, cond)
       return nu
@@ -156,8 +155,7 @@ class VideoModel:
     if video.ndim != 5 or video.shape[1:] != (NUM_GENERATED_FRAMES + 1, r, r, 3):
       raise ValueError(f"video must be (B, 17, {r}, {r}, 3) in [-1, 1], got {video.shape}.")
     eta = self._check_eta(eta, video.shape[0], np.random.default_rng(0))
-    rng = jax.random.PRNGKey(0)  # Unused by the mean, kept for the encoder's signature.
-    return self._batched(functools.partial(self._explain, rng=rng), video, eta)
+    return self._batched(self._explain, video, eta)
 
   def transfer(self, video_a: np.ndarray, x0_b: np.ndarray, eta_a: np.ndarray | None = None,
                eta_b: np.ndarray | None = None) -> np.ndarray:
@@ -188,10 +186,10 @@ class VideoModel:
     x0 = self._check_x0(x0)
     b = x0.shape[0]
     rng = np.random.default_rng(seed)
+    nu = self._draw_nu((b * num_samples, self.z_dim), temperature, rng)  # Same draw as sample().
     eta = self._check_eta(eta, b, rng)
     current = np.repeat(x0, num_samples, axis=0)
     eta_rep = None if eta is None else np.repeat(eta, num_samples, axis=0)
-    nu = self._draw_nu((b * num_samples, self.z_dim), temperature, rng)
     chunks, z = [], None
     while sum(c.shape[1] for c in chunks) < length:
       if mode == "z" and z is not None:

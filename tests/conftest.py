@@ -28,3 +28,17 @@ def shapes_data_dir(tmp_path_factory) -> str:
   shapes_builder.I2vShapes(config="res32", data_dir=data_dir,
                            num_examples=SHAPES_TINY_SIZES).download_and_prepare()
   return data_dir
+
+
+@pytest.fixture(scope="session")
+def trained_workdir(shapes_data_dir, tmp_path_factory) -> str:
+  """A workdir with tiny stage-1 and stage-2 checkpoints on `shapes_data_dir` (train once per
+  session; sampling, CLI, report and notebook tests share it). Copy it before writing into it."""
+  from i2v_flax import config_lib
+  from i2v_flax.train import stage1, stage2
+  config = config_lib.load_config("configs/shapes.py:tiny")
+  config.data.data_dir = shapes_data_dir
+  workdir = str(tmp_path_factory.mktemp("trained_workdir"))
+  stage1.train_and_evaluate(config, workdir)
+  stage2.train_and_evaluate(config, workdir)
+  return workdir
