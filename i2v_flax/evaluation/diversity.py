@@ -77,7 +77,8 @@ def div_vgg_per_x0(samples: np.ndarray, params: Any | None = None,
     size = chunk.shape[0]
     if size < frames_per_batch and n * t > frames_per_batch:
       chunk = np.concatenate([chunk, np.repeat(chunk[-1:], frames_per_batch - size, axis=0)])
-    out.append(np.asarray(_vgg_frame_div(params, jnp.asarray(chunk)))[:size])
+    with jax.default_matmul_precision("float32"):  # Full precision on TPU/GPU too.
+      out.append(np.asarray(_vgg_frame_div(params, jnp.asarray(chunk)))[:size])
   return np.concatenate(out).reshape(n, t).mean(axis=1).astype(np.float64)
 
 

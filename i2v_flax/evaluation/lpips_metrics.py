@@ -44,7 +44,10 @@ def lpips_per_video(real: np.ndarray, fake: np.ndarray, params: Any | None = Non
     if size < batch_size and n * t > batch_size:  # Pad to one compiled shape.
       pad = ((0, batch_size - size),) + ((0, 0),) * 3
       ca, cb = np.pad(ca, pad), np.pad(cb, pad)
-    out.append(np.asarray(_lpips_jit(params, jnp.asarray(ca), jnp.asarray(cb)))[:size])
+    # The shared LPIPS module uses default precision (bf16/tf32 passes on TPU/GPU when used as
+    # a loss); as a metric it runs in full float32.
+    with jax.default_matmul_precision("float32"):
+      out.append(np.asarray(_lpips_jit(params, jnp.asarray(ca), jnp.asarray(cb)))[:size])
   return np.concatenate(out).reshape(n, t).mean(axis=1).astype(np.float64)
 
 
