@@ -176,8 +176,11 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   mesh = parallel.make_mesh()
   parallel.check_global_batch(s2.batch_size, mesh)
   check_embedder_init(config)
-  _, s1_vars = load_frozen_stage1(config, workdir)
-  s1_models = stage1.build_models(common.read_config(stage1_workdir(config, workdir)))
+  s1_config, s1_vars = load_frozen_stage1(config, workdir)
+  s1_models = stage1.build_models(s1_config)
+  if os.path.abspath(stage1_workdir(config, workdir)) == os.path.abspath(workdir):
+    # config.json is about to be rewritten; it must keep describing the stage-1 checkpoint.
+    common.check_compatible(workdir, config, stage1.ARCH_FIELDS)
   if os.path.isdir(checkpoint_dir(workdir)):
     common.check_compatible(workdir, config, ARCH_FIELDS)
   common.write_config(workdir, config)
@@ -228,7 +231,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
         "models": {k: state[k] for k in MODEL_KEYS},
         "train": {k: v for k, v in state.items() if k not in MODEL_KEYS}}, force=force)
 
-  t0, t_last, step_last = time.time(), time.time(), start
+  t_last, step_last = time.time(), start
   try:
     for step in range(start, total):
       if step > start:
@@ -243,7 +246,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
         metrics["steps_per_sec"] = (done - step_last) / max(now - t_last, 1e-9)
         t_last, step_last = now, done
         writer.write_scalars(done, {k: float(v) for k, v in metrics.items()})
-        eta_s = (total - done) * (now - t0) / max(done - start, 1)
+        eta_s = (total - done) / max(metrics["steps_per_sec"], 1e-9)  # Recent rate, no compile.
         logging.info("stage 2 step %d/%d: nll %.3f (N(0,1) ref %.3f) bits/dim %.3f, %.2f steps/s,"
                      " ETA %.1f min", done, total, metrics["nll"], metrics["nll_ref"],
                      metrics["bits_per_dim"], metrics["steps_per_sec"], eta_s / 60)
