@@ -26,9 +26,9 @@ def get_config(arg=None):
   # Stage 1 is sized for ~10 minutes on 2 CPU cores (see benchmarks/stage1_step.py): thin
   # networks, small batch, a high lr, adversarial terms only for the last stretch.
   s1.enc_widths = (8, 16, 32, 32, 32)  # Small 3-D ResNet-18.
-  s1.enc_stride_s = (1, 1, 2, 2)  # 32 / 2 (stem) / 4 = 4.
+  s1.enc_stride_s = (2, 2, 1, 1)  # 32 / 2 (stem) / 4 = 4; early strides are cheaper.
   s1.dec_nf = 6  # Decoder widths 96..6.
-  s1.dec_up_s = (2, 2, 2, 1, 1)  # 4 * 8 = 32.
+  s1.dec_up_s = (2, 2, 1, 1, 2)  # 4 * 8 = 32; only g4 runs at full resolution (cheap on CPU).
   s1.spade_hidden = 16  # SPADE hidden width.
   s1.dt_widths = (8, 8, 16, 32, 32)  # Small D_T.
   s1.dt_stride_s = (1, 1, 1, 2)  # 32 / 4 (stem + pool) / 2 = 4.

@@ -137,6 +137,7 @@ from i2v_flax import config_lib, parallel
 from i2v_flax.train import stage1
 c = config_lib.load_config("configs/shapes.py:tiny")
 c.stage1.batch_size = 8
+c.stage1.conv3d_impl = "native"  # Fewer ops than 'taps' -> faster SPMD compile; impl is orthogonal.
 video_np = np.tanh(np.random.RandomState(0).randn(8, 17, 32, 32, 3)).astype(np.float32)
 models = stage1.build_models(c)
 init = jax.jit(stage1.make_init_fn(c, models))(video_np, jax.random.PRNGKey(0))

@@ -170,7 +170,12 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   report = periodic_actions.ReportProgress(num_train_steps=total, writer=writer,
                                            every_secs=30.0)
 
+  last_saved = [start]
+
   def save(step: int, force: bool = False) -> None:
+    if step == last_saved[0]:
+      return  # Already on disk (e.g. SIGTERM right after an interval save).
+    last_saved[0] = step
     common.save_checkpoint(mngr, step, {
         "models": {k: state[k] for k in MODEL_KEYS},
         "train": {k: v for k, v in state.items() if k not in MODEL_KEYS}}, force=force)

@@ -1,0 +1,83 @@
+"""Time one stage-1 iteration (generator step + discriminator step) and print one JSON line.
+
+  python benchmarks/stage1_step.py --config=configs/shapes.py
+  python benchmarks/stage1_step.py --config=configs/bair.py --config.stage1.batch_size=2
+
+Random weights and a random clip batch, as in PERFORMANCE.md's reference timings. Reports the
+median over --steps timed calls after compilation: the adversarial G step (encoder, decoder,
+L1/KL[/LPIPS], D_T and D_S generator terms, feature matching, backward, Adam), the warm-up G step
+(no GAN terms), and the D step (D_T hinge + per-sample R1 and D_S hinge, both Adam updates).
+"""
+
+import json
+import resource
+import statistics
+import time
+
+import jax
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+from i2v_flax import parallel
+from i2v_flax.train import common
+from i2v_flax.train.stage1_steps import build_models, make_init_fn, make_steps
+
+config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/shapes.py.")
+flags.DEFINE_integer("steps", 5, "Timed calls per step function after compilation.")
+flags.DEFINE_bool("warmup_step", True, "Also time the warm-up (no-GAN) generator step.")
+FLAGS = flags.FLAGS
+
+
+def _time(fn, args, n):
+  t = time.perf_counter()
+  compiled = fn.lower(*args).compile()
+  compile_s = time.perf_counter() - t
+  times, out = [], None
+  for _ in range(n):
+    t = time.perf_counter()
+    out = jax.block_until_ready(compiled(*args))
+    times.append(time.perf_counter() - t)
+    args = (out[0],) + tuple(args[1:])
+  return statistics.median(times), compile_s, out
+
+
+def main(argv):
+  del argv
+  config = FLAGS.config
+  s1 = config.stage1
+  mesh = parallel.make_mesh()
+  r = config.data.resolution
+  video = parallel.shard_batch(np.tanh(np.random.RandomState(0).randn(
+      s1.batch_size, config.data.clip_length, r, r, 3)).astype(np.float32), mesh)
+  models = build_models(config)
+  lpips_params = None
+  if s1.w_percep > 0:
+    from i2v_flax.models import lpips
+    lpips_params = jax.device_put(lpips.load_lpips_params(), parallel.replicated(mesh))
+  steps = make_steps(config, models, mesh, lpips_params)
+  state = jax.jit(make_init_fn(config, models))(video, jax.random.PRNGKey(0))
+  counts = {k: common.count_params(state[k]["params"]) for k in ("encoder", "decoder", "d_t", "d_s")}
+  g_s, g_compile, (state, _, fake) = _time(steps["g_adv"], (state, video), FLAGS.steps)
+  d_s, d_compile, (state, _) = _time(steps["d"], (state, video, fake), FLAGS.steps)
+  result = {
+      "backend": jax.default_backend(), "devices": jax.device_count(),
+      "batch_size": s1.batch_size, "resolution": r, "compute_dtype": config.compute_dtype,
+      "conv3d_impl": s1.conv3d_impl, "w_percep": s1.w_percep,
+      "g_step_s": round(g_s, 4), "d_step_s": round(d_s, 4),
+      "iteration_s": round(g_s + d_s, 4),
+      "frames_per_s": round(s1.batch_size * (config.data.clip_length - 1) / (g_s + d_s), 2),
+      "compile_s": {"g": round(g_compile, 1), "d": round(d_compile, 1)},
+      "params": counts,
+  }
+  if FLAGS.warmup_step:
+    w_s, w_compile, _ = _time(steps["g_warmup"], (state, video), FLAGS.steps)
+    result["g_warmup_step_s"] = round(w_s, 4)
+    result["compile_s"]["g_warmup"] = round(w_compile, 1)
+  result["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+  print(json.dumps(result))
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config"])
+  app.run(main)
