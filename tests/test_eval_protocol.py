@@ -101,3 +101,19 @@ def test_unknown_metric_is_rejected():
   config.eval.metrics = ("fvd", "psnr")
   with pytest.raises(ValueError, match="psnr"):
     protocol.evaluate(config, "/nonexistent")
+
+
+def test_evaluate_a_trained_workdir(trained_workdir, shapes_data_dir, tmp_path):
+  """The real path: sampling.load, the model's cINN and w/o-cINN samplers, step-named files."""
+  import shutil
+  workdir = str(tmp_path / "w")
+  shutil.copytree(trained_workdir, workdir)
+  config = config_lib.load_config("configs/shapes.py:tiny")
+  config.data.data_dir = shapes_data_dir
+  config.eval.metrics = ("shapes",)
+  results = protocol.evaluate(config, workdir)
+  assert results["step"] > 0
+  assert os.path.exists(os.path.join(workdir, "eval", f"{results['step']}.json"))
+  cinn = results["methods"]["cinn"]
+  assert len(cinn["shapes/bg_psnr"]["values"]) == config.eval.num_sample_sets
+  assert results["methods"]["static"]["shapes/mean_speed"]["mean"] == 0.0
