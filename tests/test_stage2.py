@@ -16,7 +16,6 @@ from i2v_flax.train import stage1, stage2
 def _tiny(shapes_data_dir):
   c = config_lib.load_config("configs/shapes.py:tiny")
   c.data.data_dir = shapes_data_dir
-  c.stage1.num_train_steps = 1  # Warm-up only: the test needs a stage-1 checkpoint, not quality.
   c.stage2.sample_every = 1000  # One GIF, at the last step.
   c.stage2.checkpoint_every = 1000
   c.stage2.log_every = 1000
@@ -26,16 +25,6 @@ def _tiny(shapes_data_dir):
 def _iter(config):
   return lambda start: data_lib.create_iterator(config.data, "train", config.stage2.batch_size,
                                                 seed=start)
-
-
-@pytest.fixture(scope="module")
-def stage1_workdir(tmp_path_factory, shapes_data_dir):
-  """A stage-1 workdir trained for one step by the stage-1 training loop."""
-  config = _tiny(shapes_data_dir)
-  workdir = str(tmp_path_factory.mktemp("stage1"))
-  stage1.train(config, workdir, lambda start: data_lib.create_iterator(
-      config.data, "train", config.stage1.batch_size, seed=start))
-  return workdir
 
 
 def _fixed_nll(workdir, config, batch):
@@ -52,25 +41,25 @@ def _fixed_nll(workdir, config, batch):
   return float(stage2.nll_metrics(nu, logdet, mu)["nll"]), v
 
 
-def test_stage2_trains_resumes_samples_and_restores(stage1_workdir, shapes_data_dir, tmp_path):
+def test_stage2_trains_resumes_samples_and_restores(trained_workdir, shapes_data_dir, tmp_path):
+  """`trained_workdir` (conftest) ran stage1/stage2.train_and_evaluate for the tiny config."""
   workdir = str(tmp_path / "run")
-  shutil.copytree(stage1_workdir, workdir)
+  shutil.copytree(trained_workdir, workdir)
   config = _tiny(shapes_data_dir)
-  config.stage2.lr = 3e-3
-  config.stage2.num_train_steps = 2
-  state = stage2.train(config, workdir, _iter(config))
-  assert int(state["step"]) == 2
+  start = config_lib.steps(config.stage2)
   batch = next(data_lib.create_iterator(config.data, "train", 16, seed=1, shuffle=False))
-  nll_2, v2 = _fixed_nll(workdir, config, batch)
-  assert v2["step"] == 2
+  nll_start, v_start = _fixed_nll(workdir, config, batch)
+  assert v_start["step"] == start
+  assert os.path.exists(os.path.join(workdir, "samples", f"stage2_{start}.gif"))
 
-  config.stage2.num_train_steps = 30  # Resume from step 2 and continue to 30.
+  config.stage2.lr = 3e-3
+  config.stage2.num_train_steps = 30  # Resume from the fixture's last step and continue to 30.
   sample_batch = next(data_lib.create_iterator(config.data, "test", 4, shuffle=False))
   state = stage2.train(config, workdir, _iter(config), sample_batch)
   assert int(state["step"]) == 30  # Continued from the checkpoint, not restarted.
   nll_30, v30 = _fixed_nll(workdir, config, batch)
   assert v30["step"] == 30
-  assert nll_30 < nll_2 - 0.5, (nll_2, nll_30)
+  assert nll_30 < nll_start - 0.5, (nll_start, nll_30)
   assert os.path.getsize(os.path.join(workdir, "samples", "stage2_30.gif")) > 1000
   for i in range(config.stage2.num_blocks):  # The permutations travel with the checkpoint.
     np.testing.assert_array_equal(v30["flow"][cinn.CONSTS][f"block_{i}"]["perm"],
@@ -81,19 +70,19 @@ def test_stage2_trains_resumes_samples_and_restores(stage1_workdir, shapes_data_
     stage2.train(config, workdir, _iter(config))
 
 
-def test_stage1_mismatch_and_missing_errors(stage1_workdir, shapes_data_dir, tmp_path):
+def test_stage1_mismatch_and_missing_errors(trained_workdir, shapes_data_dir, tmp_path):
   config = _tiny(shapes_data_dir)
   config.stage1.z_dim = 32
-  config.stage2.stage1_workdir = stage1_workdir
+  config.stage2.stage1_workdir = trained_workdir
   with pytest.raises(ValueError, match=r"stage1.z_dim=64.*stage1.z_dim=32.*Fix"):
     stage2.train(config, str(tmp_path / "a"), _iter(config))
   config = _tiny(shapes_data_dir)
   config.data.resolution = 64
-  config.stage2.stage1_workdir = stage1_workdir
+  config.stage2.stage1_workdir = trained_workdir
   with pytest.raises(ValueError, match=r"data.resolution=32.*data.resolution=64"):
     stage2.train(config, str(tmp_path / "b"), _iter(config))
   config = _tiny(shapes_data_dir)
   with pytest.raises(FileNotFoundError, match="train stage 1"):
     stage2.train(config, str(tmp_path / "empty"), _iter(config))
   with pytest.raises(FileNotFoundError, match="Train stage 2 first"):
-    stage2.restore_stage2(stage1_workdir)
+    stage2.restore_stage2(str(tmp_path / "empty"), config)
