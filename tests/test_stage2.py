@@ -19,6 +19,7 @@ def _tiny(shapes_data_dir):
   c.stage2.sample_every = 1000  # One GIF, at the last step.
   c.stage2.checkpoint_every = 1000
   c.stage2.log_every = 1000
+  c.stage2.decay_every_epochs = 100  # No lr decay within the test's few steps.
   return c
 
 
