@@ -24,7 +24,7 @@ def get_config(arg=None):
   d.shuffle_buffer = 1024  # Clips in the shuffle buffer.
 
   # Stage 1 is sized for ~10 minutes on 2 CPU cores (see benchmarks/stage1_step.py): thin
-  # networks, small batch, a high lr, adversarial terms only for the last stretch.
+  # networks, small batch, a high lr, no adversarial phase (raise num_train_steps to get one).
   s1.enc_widths = (8, 16, 32, 32, 32)  # Small 3-D ResNet-18.
   s1.enc_stride_s = (2, 2, 1, 1)  # 32 / 2 (stem) / 4 = 4; early strides are cheaper.
   s1.dec_nf = 6  # Decoder widths 96..6.
@@ -40,7 +40,7 @@ def get_config(arg=None):
   s1.batch_size = 4  # Global batch.
   s1.steps_per_epoch = 1000  # 4000 train videos / 4.
   s1.num_train_steps = 1200  # About 10 minutes on 2 idle CPU cores.
-  s1.warmup_steps = 1000  # Adversarial terms only at the end of the short run.
+  s1.warmup_steps = 1200  # No GAN in the short CPU run: at lr 1e-3 it cut held-out PSNR 18.3 -> 13.9 dB.
   s1.log_every = 25  # Scalars every N steps.
   s1.sample_every = 200  # GIF grid + held-out PSNR every N steps.
   s1.checkpoint_every = 200  # Checkpoint every N steps.
