@@ -24,7 +24,7 @@ import orbax.checkpoint as ocp
 from clu import metric_writers
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from i2v_flax import parallel
+from i2v_flax import parallel, video_io
 
 CONFIG_FILE = "config.json"
 
@@ -152,10 +152,7 @@ def count_params(tree: Any) -> int:
 
 
 # ---------------------------------------------------------------------------- videos
-def to_uint8(video: Any) -> np.ndarray:
-  """[-1, 1] floats -> uint8 [0, 255]."""
-  return np.asarray(np.clip((np.asarray(video, np.float32) + 1.0) * 127.5 + 0.5, 0, 255),
-                    np.uint8)
+to_uint8 = video_io.to_uint8  # One implementation of the [-1, 1] -> uint8 mapping.
 
 
 def video_grid(columns: Sequence[Any], max_rows: int = 4, pad: int = 1) -> np.ndarray:
@@ -177,17 +174,8 @@ def video_grid(columns: Sequence[Any], max_rows: int = 4, pad: int = 1) -> np.nd
 
 
 def write_gif(path: str, frames: np.ndarray, fps: int = 8) -> None:
-  """Write a (T, H, W, 3) uint8 GIF atomically (temp file in the same folder, then os.replace)."""
-  import imageio.v2 as imageio
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fd, tmp = tempfile.mkstemp(suffix=".gif", dir=os.path.dirname(os.path.abspath(path)))
-  os.close(fd)
-  try:
-    imageio.mimsave(tmp, list(frames), format="GIF", duration=1.0 / fps, loop=0)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  """Write a (T, H, W, 3) uint8 GIF atomically (see video_io.write_video)."""
+  video_io.write_video(path, frames, fps=fps)
 
 
 def psnr(a: jax.Array, b: jax.Array) -> jax.Array:
