@@ -111,11 +111,10 @@ def test_restore_without_checkpoint_names_workdir_and_command(tmp_path):
     stage1.restore_stage1(str(tmp_path))
 
 
-def test_train_and_evaluate_on_shapes_data(shapes_data_dir, tmp_path):
-  c = _config(2)
-  c.data.data_dir = shapes_data_dir
-  wd = str(tmp_path)
-  stage1.train_and_evaluate(c, wd)
+def test_train_and_evaluate_on_shapes_data(trained_workdir):
+  """The session fixture ran stage1.train_and_evaluate on the tiny shapes build."""
+  wd = trained_workdir
+  c = config_lib.load_config("configs/shapes.py:tiny")
   assert os.path.exists(os.path.join(wd, "samples", "stage1_2.gif"))
   assert os.listdir(os.path.join(wd, "tensorboard", "stage1"))
   with open(os.path.join(wd, "config.json")) as f:
