@@ -68,7 +68,7 @@ def sample_to_files(workdir: str, images: list[str], out: str, num_samples: int 
     frames = model.transfer(np.repeat(video_a, len(x0), 0), x0_f, eta_a=eta_arr, eta_b=eta_arr)
     frames = frames[:, None]
     logging.info("Transferred the motion of %s onto %d image(s).", transfer_from, len(x0))
-  elif length > 16 or extend_mode != "nu" and length != 16:
+  elif length > 16:  # Chained chunks; up to 16 frames both extend modes equal one sample.
     frames = model.extend(x0_f, length, num_samples, temperature, seed, eta_arr, extend_mode)
   else:
     frames = model.sample(x0_f, num_samples, temperature, seed, eta_arr, prior)[:, :, :length]

