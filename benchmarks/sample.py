@@ -4,7 +4,9 @@
 
 Random weights (as the reference was timed). Reports videos/s at batch 1 and at a large batch,
 and the latency of one video (batch 1, after compilation). Reference on a 2-core CPU
-(../shared/PERFORMANCE.md): batch 1 1.97 s/video, batch 16 35.1 s.
+(../shared/PERFORMANCE.md): batch 1 1.97 s/video, batch 16 35.1 s. Large batches run in chunks
+of `config.eval.batch_size` (reported as "chunk"; override with --config.eval.batch_size=N):
+one bair-sized call on 64 videos needs more than 24 GB of host RAM.
 """
 
 from __future__ import annotations
@@ -66,7 +68,8 @@ def main(argv):
   model = random_model(config)
   r = model.resolution
   out = {"config": config_flags.get_config_filename(FLAGS["config"]), "resolution": r,
-         "device": jax.devices()[0].device_kind, "num_devices": jax.device_count()}
+         "device": jax.devices()[0].device_kind, "num_devices": jax.device_count(),
+         "chunk": int(config.eval.batch_size)}
   for batch in (1, FLAGS.large_batch):
     x0 = np.random.default_rng(0).uniform(-1, 1, (batch, r, r, 3)).astype(np.float32)
     first, median = _time(lambda: model.sample(x0, 1, seed=0), FLAGS.repeats)

@@ -77,17 +77,27 @@ class VideoModel:
     return bool(self.config.stage2.control)
 
   def _batched(self, fn, *arrays):
-    """Run fn on arrays whose leading axis is the batch: pad to the device count, shard, unpad."""
+    """Run fn over arrays whose leading axis is the batch, in chunks of at most
+    `config.eval.batch_size` (rounded up to the device count), each padded, sharded and unpadded.
+
+    Chunking bounds memory: one bair-sized call on 64 videos needs more than 24 GB of host RAM.
+    Every chunk of one call has the same shape, so a single compile serves any batch size.
+    """
     n = arrays[0].shape[0]
     n_dev = self.mesh.devices.size
-    pad = (-n) % n_dev
-    padded = [None if a is None else np.concatenate(
-        [a, np.repeat(a[-1:], pad, axis=0)]) if pad else a for a in arrays]
-    sharded = [None if a is None else parallel.shard_batch(np.asarray(a, np.float32), self.mesh)
-               for a in padded]
-    with self.mesh:
-      out = fn(self.variables, *sharded)
-    return jax.tree_util.tree_map(lambda x: np.asarray(x)[:n], out)
+    chunk = -(-min(n, max(1, int(self.config.eval.batch_size))) // n_dev) * n_dev
+    outs = []
+    for start in range(0, n, chunk):
+      parts = [None if a is None else np.asarray(a[start:start + chunk], np.float32)
+               for a in arrays]
+      size = parts[0].shape[0]
+      parts = [None if a is None else np.concatenate([a, np.repeat(a[-1:], chunk - size, axis=0)])
+               for a in parts]
+      with self.mesh:
+        out = fn(self.variables, *[None if a is None else parallel.shard_batch(a, self.mesh)
+                                   for a in parts])
+      outs.append(jax.tree_util.tree_map(lambda x, m=size: np.asarray(x)[:m], out))
+    return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs), *outs)
 
   def _check_x0(self, x0: np.ndarray) -> np.ndarray:
     x0 = np.asarray(x0, np.float32)

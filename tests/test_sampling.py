@@ -1,6 +1,8 @@
 """The inference API on a (tiny) trained model: determinism, the explain/transfer identity,
 control, long videos, the w/o-cINN prior, and clear errors."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -32,6 +34,20 @@ def test_sample_is_seeded_and_stochastic(model, clips):
   np.testing.assert_array_equal(a, b)
   assert np.abs(a - c).max() > 1e-4
   assert np.abs(a[:, 0] - a[:, 1]).max() > 1e-4  # Samples of one x_0 differ.
+
+
+def test_chunked_inference_equals_one_call(model, clips):
+  """Batches larger than config.eval.batch_size run in padded chunks; results must not change."""
+  def with_chunk(size):
+    config = model.config.copy_and_resolve_references()
+    config.eval.batch_size = size
+    return dataclasses.replace(model, config=config)
+  whole, chunked = with_chunk(16), with_chunk(4)  # 6 videos: one call vs chunks of 4 and 2 (+2 pad).
+  x0, eta = clips["video"][:3, 0], clips["eta"][:3]
+  np.testing.assert_allclose(chunked.sample(x0, 2, seed=3, eta=eta),
+                             whole.sample(x0, 2, seed=3, eta=eta), atol=1e-5)
+  np.testing.assert_allclose(chunked.encode(clips["video"][:3], eta=eta),
+                             whole.encode(clips["video"][:3], eta=eta), atol=1e-5)
 
 
 def test_transfer_onto_own_first_frame_is_the_reconstruction(model, clips):

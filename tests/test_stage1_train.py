@@ -76,6 +76,27 @@ def test_generator_steps_reduce_l1_on_a_fixed_batch():
   assert l1[-1] < 0.9 * l1[0], l1
 
 
+def test_eval_z_use_measures_how_much_the_decoder_depends_on_z():
+  c = _config()
+  mesh = parallel.make_mesh()
+  models = stage1.build_models(c)
+  steps = stage1._cached_steps(c, models, mesh, None)
+  video = parallel.shard_batch(_batch(0)["video"], mesh)
+  state = jax.jit(stage1.make_init_fn(c, models))(video, jax.random.PRNGKey(0))
+  _, _, _, z_use = steps["eval"](state, video, jax.random.PRNGKey(1))
+  assert np.all(np.asarray(z_use) > 1e-3), z_use  # A fresh decoder reacts to z.
+
+  def cut_z(path, leaf):  # z only enters through 'fc' and the ADAIN 'style' Dense kernels.
+    names = [getattr(k, "key", None) for k in path]
+    feeds_z = "kernel" in names and ("fc" in names or "style" in names)
+    return np.zeros_like(leaf) if feeds_z else leaf
+  decoder = jax.device_get(state["decoder"])
+  decoder["params"] = jax.tree_util.tree_map_with_path(cut_z, decoder["params"])
+  blind = dict(state, decoder=parallel.replicate(decoder, mesh))
+  _, _, _, z_use = steps["eval"](blind, video, jax.random.PRNGKey(1))
+  np.testing.assert_array_equal(np.asarray(z_use), 0.0)
+
+
 def test_resume_equals_straight_run(tmp_path):
   straight = stage1.train(_config(4), str(tmp_path / "a"), _iter_from)
   stage1.train(_config(2), str(tmp_path / "b"), _iter_from)

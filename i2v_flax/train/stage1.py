@@ -108,14 +108,16 @@ def _cached_steps(config, models, mesh, lpips_params):
 
 def _log_eval(writer, steps, state, eval_video, step: int, workdir: str,
               rng: jax.Array) -> float:
-  recon, prior, psnr = steps["eval"](state, eval_video, rng)
+  recon, prior, psnr, z_use = steps["eval"](state, eval_video, rng)
   psnr = float(np.mean(jax.device_get(psnr)))
-  writer.write_scalars(step, {"eval/psnr": psnr})
+  z_use = float(np.mean(jax.device_get(z_use)))
+  writer.write_scalars(step, {"eval/psnr": psnr, "eval/z_use": z_use})
   if jax.process_index() == 0:
     grid = common.video_grid([jax.device_get(eval_video)[:, 1:], jax.device_get(recon),
                               jax.device_get(prior)])
     common.write_gif(os.path.join(workdir, "samples", f"stage1_{step}.gif"), grid)
-  logging.info("stage 1 step %d: held-out reconstruction PSNR %.2f dB", step, psnr)
+  logging.info("stage 1 step %d: held-out reconstruction PSNR %.2f dB, z-use %.4f", step, psnr,
+               z_use)
   return psnr
 
 

@@ -113,7 +113,8 @@ def _with(variables: dict, params: Any) -> dict:
 def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Mesh,
                lpips_params: Any | None) -> dict[str, Callable]:
   """Jitted steps on the mesh: 'g_warmup', 'g_adv' (state, video) -> (state, metrics, fake);
-  'd' (state, video, fake) -> (state, metrics); 'eval' (state, video, rng) -> (recon, prior, psnr)."""
+  'd' (state, video, fake) -> (state, metrics); 'eval' (state, video, rng) -> (recon, prior, psnr,
+  z_use)."""
   s1 = config.stage1
   tx, schedule = make_optimizer(config)
   enc_m, dec_m, dt_m, ds_m = models
@@ -196,12 +197,19 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
     return new, metrics
 
   def eval_fn(state: State, video: jax.Array, rng: jax.Array):
-    """Reconstruction from the posterior mean, a sample from the N(0, I) prior, per-video PSNR."""
+    """Reconstruction from the posterior mean, a sample from the N(0, I) prior, per-video PSNR
+    and per-video z-use.
+
+    z-use is the mean |decode(x0, mu) - decode(x0, mu of another video)|: it falls to ~0 when the
+    decoder ignores z (posterior collapse), which PSNR alone cannot tell from slow learning.
+    """
     x0, target = video[:, 0], video[:, 1:]
     mu, _, _ = enc_m.apply(state["encoder"], target)
     recon = dec_m.apply(state["decoder"], x0, mu)
     prior = dec_m.apply(state["decoder"], x0, jax.random.normal(rng, mu.shape))
-    return recon, prior, common.psnr(recon, target)
+    swapped = dec_m.apply(state["decoder"], x0, jnp.roll(mu, 1, axis=0))
+    z_use = jnp.mean(jnp.abs(recon - swapped), axis=tuple(range(1, recon.ndim)))
+    return recon, prior, common.psnr(recon, target), z_use
 
   R, B = common.REPLICATED, common.BATCH
   return {
@@ -210,5 +218,5 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
       "g_adv": common.mesh_jit(lambda s, v: g_step(s, v, True), mesh, (R, B), (R, R, B),
                                donate_argnums=(0,)),
       "d": common.mesh_jit(d_step, mesh, (R, B, B), (R, R), donate_argnums=(0,)),
-      "eval": common.mesh_jit(eval_fn, mesh, (R, B, R), (B, B, B)),
+      "eval": common.mesh_jit(eval_fn, mesh, (R, B, R), (B, B, B, B)),
   }
