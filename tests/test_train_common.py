@@ -46,6 +46,26 @@ def test_checkpoint_roundtrip_and_partial_restore(tmp_path):
   mngr.close()
 
 
+def test_state_saver_splits_models_and_never_saves_a_step_twice(tmp_path):
+  mesh = parallel.make_mesh()
+  mngr = common.make_checkpoint_manager(str(tmp_path / "ckpt"), save_interval_steps=10,
+                                        max_to_keep=5, item_names=("models", "train"))
+  save = common.make_state_saver(mngr, ("enc",), last_saved=0)
+  state = {"enc": {"w": jnp.arange(3.0)}, "step": jnp.array(3), "opt": jnp.ones(2)}
+  save(3, state)  # Off the interval: still written.
+  save(3, {**state, "step": jnp.array(99)})  # SIGTERM on a just-saved step: skipped, no error.
+  resumed = common.make_state_saver(mngr, ("enc",), last_saved=3)
+  resumed(3, state)  # The step a run resumed from is already on disk: skipped, no error.
+  mngr.wait_until_finished()
+  assert mngr.all_steps() == [3]
+  abstract = common.abstract_like(state, parallel.replicated(mesh))
+  restored = common.restore_state(mngr, abstract, ("enc",), step=3)
+  assert set(restored) == set(state)
+  np.testing.assert_array_equal(restored["enc"]["w"], [0.0, 1.0, 2.0])
+  assert int(restored["step"]) == 3
+  mngr.close()
+
+
 def test_check_finite_names_terms_and_checkpoint():
   common.check_finite({"l1": 1.0}, 3, "/x")
   with pytest.raises(common.NonFiniteLossError, match=r"step 3.*l1.*/x/ckpt"):

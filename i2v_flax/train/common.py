@@ -88,6 +88,35 @@ def save_checkpoint(manager: ocp.CheckpointManager, step: int, items: Mapping[st
   return manager.save(step, args=args, force=force)
 
 
+def split_state(state: Mapping[str, Any], model_keys: Sequence[str]) -> dict[str, dict]:
+  """A stage's state as the two checkpoint items: 'models' (what later stages and sampling
+  restore) and 'train' (optimisers, discriminators, rng)."""
+  return {"models": {k: state[k] for k in model_keys},
+          "train": {k: v for k, v in state.items() if k not in model_keys}}
+
+
+def restore_state(manager: ocp.CheckpointManager, abstract_state: Mapping[str, Any],
+                  model_keys: Sequence[str], step: int) -> dict[str, Any]:
+  """Inverse of saving `split_state(state)`: the whole state dict at `step`."""
+  items = restore_checkpoint(manager, split_state(abstract_state, model_keys), step=step)
+  return {**items["models"], **items["train"]}
+
+
+def make_state_saver(manager: ocp.CheckpointManager, model_keys: Sequence[str],
+                     last_saved: int) -> Callable[[int, Mapping[str, Any]], None]:
+  """`save(step, state)` that always writes (interval or not) but never writes one step twice:
+  a SIGTERM arriving on an interval step would otherwise hit orbax's StepAlreadyExistsError."""
+  saved = [last_saved]
+
+  def save(step: int, state: Mapping[str, Any]) -> None:
+    if step == saved[0]:
+      return
+    saved[0] = step
+    save_checkpoint(manager, step, split_state(state, model_keys), force=True)
+
+  return save
+
+
 def abstract_like(tree: Any, sharding: jax.sharding.Sharding) -> Any:
   """ShapeDtypeStructs of `tree` (arrays or eval_shape output) carrying `sharding` for restore."""
   return jax.tree_util.tree_map(

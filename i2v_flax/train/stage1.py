@@ -158,10 +158,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   if start:
     abstract = common.abstract_like(jax.eval_shape(init_fn, video, rng),
                                     parallel.replicated(mesh))
-    items = common.restore_checkpoint(
-        mngr, {"models": {k: abstract[k] for k in MODEL_KEYS},
-               "train": {k: v for k, v in abstract.items() if k not in MODEL_KEYS}}, step=start)
-    state = {**items["models"], **items["train"]}
+    state = common.restore_state(mngr, abstract, MODEL_KEYS, start)
     logging.info("Resumed stage 1 from step %d in %s", start, checkpoint_dir(workdir))
   else:
     state = init_jit(video, rng)
@@ -172,15 +169,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   report = periodic_actions.ReportProgress(num_train_steps=total, writer=writer,
                                            every_secs=30.0)
 
-  last_saved = [start]
-
-  def save(step: int, force: bool = False) -> None:
-    if step == last_saved[0]:
-      return  # Already on disk (e.g. SIGTERM right after an interval save).
-    last_saved[0] = step
-    common.save_checkpoint(mngr, step, {
-        "models": {k: state[k] for k in MODEL_KEYS},
-        "train": {k: v for k, v in state.items() if k not in MODEL_KEYS}}, force=force)
+  save = common.make_state_saver(mngr, MODEL_KEYS, last_saved=start)
 
   t_last, step_last = time.time(), start
   try:
@@ -204,10 +193,10 @@ def train(config: ml_collections.ConfigDict, workdir: str,
       if eval_video is not None and (done % s1.sample_every == 0 or done == total):
         _log_eval(writer, steps, state, eval_video, done, workdir, eval_rng)
       if done % s1.checkpoint_every == 0 or done == total:
-        save(done, force=True)
+        save(done, state)
       if stop.is_set():
         logging.warning("SIGTERM: saving stage-1 checkpoint at step %d and exiting.", done)
-        save(done, force=True)
+        save(done, state)
         break
   finally:
     mngr.wait_until_finished()

@@ -202,10 +202,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   init_fn = make_init_fn(config, flow, embedder)
   if start:
     abstract = common.abstract_like(_abstract_models(config), parallel.replicated(mesh))
-    items = common.restore_checkpoint(
-        mngr, {"models": {k: abstract[k] for k in MODEL_KEYS},
-               "train": {k: v for k, v in abstract.items() if k not in MODEL_KEYS}}, step=start)
-    state = {**items["models"], **items["train"]}
+    state = common.restore_state(mngr, abstract, MODEL_KEYS, start)
     logging.info("Resumed stage 2 from step %d in %s", start, checkpoint_dir(workdir))
   else:
     k_init, k_z = jax.random.split(rng)
@@ -226,10 +223,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   sample_rng = jax.random.PRNGKey(config.seed + 3)
   report = periodic_actions.ReportProgress(num_train_steps=total, writer=writer, every_secs=30.0)
 
-  def save(step: int, force: bool = False) -> None:
-    common.save_checkpoint(mngr, step, {
-        "models": {k: state[k] for k in MODEL_KEYS},
-        "train": {k: v for k, v in state.items() if k not in MODEL_KEYS}}, force=force)
+  save = common.make_state_saver(mngr, MODEL_KEYS, last_saved=start)
 
   t_last, step_last = time.time(), start
   try:
@@ -255,11 +249,11 @@ def train(config: ml_collections.ConfigDict, workdir: str,
       if done % s2.checkpoint_every == 0 or done == total:
         # Checked before saving: a non-finite state must never reach a checkpoint.
         common.check_finite(jax.device_get(metrics), step, checkpoint_dir(workdir))
-        save(done, force=True)
+        save(done, state)
       if stop.is_set():
         logging.warning("SIGTERM: saving stage-2 checkpoint at step %d and exiting.", done)
         common.check_finite(jax.device_get(metrics), step, checkpoint_dir(workdir))
-        save(done, force=True)
+        save(done, state)
         break
   finally:
     mngr.wait_until_finished()
