@@ -86,18 +86,17 @@ class VideoModel:
     n = arrays[0].shape[0]
     n_dev = self.mesh.devices.size
     chunk = -(-min(n, max(1, int(self.config.eval.batch_size))) // n_dev) * n_dev
+    pad = (-n) % chunk  # Repeat the last row so every chunk has the same (compiled) shape.
+    padded = [None if a is None else np.pad(np.asarray(a, np.float32),
+                                            [(0, pad)] + [(0, 0)] * (np.ndim(a) - 1), mode="edge")
+              for a in arrays]
     outs = []
-    for start in range(0, n, chunk):
-      parts = [None if a is None else np.asarray(a[start:start + chunk], np.float32)
-               for a in arrays]
-      size = parts[0].shape[0]
-      parts = [None if a is None else np.concatenate([a, np.repeat(a[-1:], chunk - size, axis=0)])
-               for a in parts]
+    for start in range(0, n + pad, chunk):
+      parts = [None if a is None else parallel.shard_batch(a[start:start + chunk], self.mesh)
+               for a in padded]
       with self.mesh:
-        out = fn(self.variables, *[None if a is None else parallel.shard_batch(a, self.mesh)
-                                   for a in parts])
-      outs.append(jax.tree_util.tree_map(lambda x, m=size: np.asarray(x)[:m], out))
-    return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs), *outs)
+        outs.append(jax.device_get(fn(self.variables, *parts)))
+    return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs)[:n], *outs)
 
   def _check_x0(self, x0: np.ndarray) -> np.ndarray:
     x0 = np.asarray(x0, np.float32)
