@@ -1,0 +1,1 @@
+"""Loading the authors' PyTorch models: state_dict -> Flax variables, fixtures, parity checks."""
