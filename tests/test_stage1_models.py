@@ -128,4 +128,4 @@ def test_actnorm_initialises_from_the_init_batch():
   m = layers.ActNorm()
   out = np.asarray(m.apply(m.init(KEY, x), x))
   np.testing.assert_allclose(out.mean(axis=(0, 1, 2)), 0.0, atol=1e-4)
-  np.testing.assert_allclose(out.std(axis=(0, 1, 2)), 1.0, atol=1e-3)
+  np.testing.assert_allclose(out.std(axis=(0, 1, 2), ddof=1), 1.0, atol=1e-3)  # Unbiased, as torch.

@@ -4,8 +4,9 @@ Why our own `Conv` instead of `nn.Conv` + `nn.SpectralNorm`: (1) XLA-CPU is slow
 convolutions, and a 3x3x3 conv written as a sum over temporal taps of 2-D convs on (B*T, H, W, C)
 is ~1.6x faster with identical results (PERFORMANCE.md), so the implementation must be a switch;
 (2) spectral normalisation has to see the kernel whatever the implementation, and keeping the
-power-iteration vector next to the kernel (collection 'spectral') makes train/eval explicit:
-`update_stats=True` runs one power iteration and stores `u`, `False` uses the stored `u`.
+power-iteration vectors next to the kernel (collection 'spectral') makes train/eval explicit:
+`update_stats=True` runs one power iteration and stores `u` and `v`, `False` uses the stored ones
+(torch's semantics exactly, so the authors' checkpoints run unchanged).
 Parameters are float32; `dtype` is the compute dtype of the convolution only.
 """
 
@@ -17,6 +18,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from i2v_flax.image_ops import resize_bilinear_align_corners
 
 SPECTRAL = "spectral"  # Variable collection that holds the power-iteration vectors.
 
@@ -67,28 +70,41 @@ def conv3d_taps(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
 
 
 def _l2_normalize(v: jax.Array, eps: float = 1e-12) -> jax.Array:
-  return v / (jnp.linalg.norm(v) + eps)
+  """x / max(||x||, eps), torch's `F.normalize` (not x / (||x|| + eps))."""
+  return v / jnp.maximum(jnp.linalg.norm(v), eps)
 
 
 def spectral_normalize(module: nn.Module, kernel: jax.Array, update_stats: bool) -> jax.Array:
-  """kernel / sigma_max(kernel reshaped to (-1, out)), torch.nn.utils.spectral_norm semantics.
+  """kernel / sigma with torch.nn.utils.spectral_norm's exact semantics.
 
-  One power iteration per training call; u and v are treated as constants for the gradient, so
-  the gradient flows through sigma = v^T W u as in torch.
+  torch's W_mat is (out, in*k...); ours is `w = kernel.reshape(-1, out)`, i.e. W_mat^T with the
+  rows in (k..., in) order instead of (in, k...). So torch's `W_mat^T u` is `w @ u` and
+  `W_mat v` is `v @ w`. Collection 'spectral' stores u (out,) and v (prod(kernel.shape[:-1]),) in
+  our row order (converting a torch `weight_v`: see `i2v_flax.convert.stage1`).
+
+  - eval (`update_stats=False`): sigma = u . (W_mat v) with the STORED u and v, no iteration.
+    Recomputing v from u is a different sigma unless they converged (7 % on the fixtures).
+  - train: exactly one iteration, v = normalize(W_mat^T u), u = normalize(W_mat v), both stored,
+    then sigma = u . (W_mat v). No extra half-step.
+  u and v are constants for the gradient, which flows through sigma as in torch.
   """
   w = kernel.reshape(-1, kernel.shape[-1]).astype(jnp.float32)
-  u_var = module.variable(
-      SPECTRAL, "u", lambda: _l2_normalize(jax.random.normal(module.make_rng("params"),
-                                                             (w.shape[1],))))
-  u = u_var.value
-  v = _l2_normalize(w @ u)
+
+  def init_u():
+    return _l2_normalize(jax.random.normal(module.make_rng("params"), (w.shape[1],)))
+
+  u_var = module.variable(SPECTRAL, "u", init_u)
+  # v starts as normalize(W_mat^T u), so sigma is a sensible estimate right after `init`.
+  v_var = module.variable(SPECTRAL, "v", lambda: _l2_normalize(w @ u_var.value))
+  u, v = u_var.value, v_var.value
   if update_stats:
-    u = _l2_normalize(w.T @ v)
     v = _l2_normalize(w @ u)
+    u = _l2_normalize(v @ w)
     if not module.is_initializing():
       u_var.value = lax.stop_gradient(u)
+      v_var.value = lax.stop_gradient(v)
   u, v = lax.stop_gradient(u), lax.stop_gradient(v)
-  sigma = v @ (w @ u)
+  sigma = jnp.dot(u, v @ w)
   return (kernel / sigma).astype(kernel.dtype)
 
 
@@ -139,10 +155,15 @@ class Conv(nn.Module):
 
 
 class ActNorm(nn.Module):
-  """Per-channel affine `scale * (x + loc)` initialised from the first batch (Glow's ActNorm).
+  """Per-channel affine `scale * (x + loc)` with a data-dependent init (Glow; D_S of the reference).
 
-  The data-dependent init happens inside `init` (the init batch's statistics make the output zero
-  mean, unit variance per channel), so no separate "first step" logic is needed later.
+  The init sets loc = -mean and scale = 1 / (std + eps) per channel over all but the channel axis,
+  with the UNBIASED std as the reference (`torch.std`). `scale` is a signed parameter (no log), as
+  in the reference, so any checkpoint value loads.
+  The init happens whenever the params are created: at `init` (our default design: the init
+  batch's statistics), or in an `apply` with `mutable=['params', ...]` on variables that lack
+  this layer's params. The latter reproduces the reference's "first train call" exactly: the
+  convs before it have already done that call's power iteration (the parity runner uses it).
   """
 
   eps: float = 1e-6
@@ -152,7 +173,8 @@ class ActNorm(nn.Module):
     axes = tuple(range(x.ndim - 1))
     c = x.shape[-1]
     loc = self.param("loc", lambda _: -jnp.mean(x, axis=axes).reshape(c))
-    scale = self.param("scale", lambda _: 1.0 / (jnp.std(x, axis=axes).reshape(c) + self.eps))
+    scale = self.param("scale",
+                       lambda _: 1.0 / (jnp.std(x, axis=axes, ddof=1).reshape(c) + self.eps))
     return scale * (x + loc)
 
 
@@ -160,7 +182,8 @@ class SPADE(nn.Module):
   """Spatially-adaptive normalisation of a video by the first frame x_0 (SPEC §3.2).
 
   GroupNorm (no affine) of x, then per-pixel gamma/beta computed from x_0 resized to the block's
-  H x W, broadcast over time: `norm(x) * (1 + gamma) + beta`.
+  H x W (bilinear, align_corners=True, as the reference), broadcast over time:
+  `norm(x) * (1 + gamma) + beta`.
   """
 
   hidden: int = 128
@@ -169,8 +192,8 @@ class SPADE(nn.Module):
   def __call__(self, x: jax.Array, x0: jax.Array) -> jax.Array:
     c = x.shape[-1]
     normed = group_norm(c, affine=False, name="norm")(x)
-    b, _, h, w, _ = x.shape
-    cond = jax.image.resize(x0, (b, h, w, x0.shape[-1]), "bilinear", antialias=False)
+    _, _, h, w, _ = x.shape
+    cond = resize_bilinear_align_corners(x0, (h, w))  # The reference's kernel, also shrinking.
     cond = nn.leaky_relu(Conv(self.hidden, (3, 3), name="shared")(cond), 0.2)
     gamma = Conv(c, (3, 3), name="gamma")(cond)[:, None]
     beta = Conv(c, (3, 3), name="beta")(cond)[:, None]
