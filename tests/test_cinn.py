@@ -97,9 +97,10 @@ def test_leaky_relu_logdet_term():
   np.testing.assert_allclose(ldr, -ld, rtol=1e-6)
 
 
-def test_zero_initialised_flow_is_identity_up_to_leaky_relu_and_permutations():
-  """Without ActNorm data init the couplings are exactly the identity: the whole flow is then
-  the fixed LeakyReLUs and permutations, and with slope 1 a pure permutation with logdet 0."""
+def test_zero_initialised_flow_is_a_fixed_permutation_up_to_leaky_relu():
+  """Without ActNorm data init the couplings only swap their halves (reference order [b', a']):
+  the whole flow is then the fixed LeakyReLUs, swaps and permutations, and with slope 1 a pure
+  permutation with logdet 0."""
   z, cond = _data(jax.random.PRNGKey(6), 32, 8, 5)
   for slope in (0.9, 1.0):
     flow = _flow(actnorm_data_init=False, leaky_slope=slope)
@@ -109,6 +110,7 @@ def test_zero_initialised_flow_is_identity_up_to_leaky_relu_and_permutations():
     for i in range(flow.num_blocks):
       expected_ld += np.sum(expected < 0, -1) * math.log(slope)
       expected = np.where(expected < 0, slope * expected, expected)
+      expected = np.concatenate([expected[:, 4:], expected[:, :4]], -1)
       expected = expected[:, cinn.block_permutation(0, i, 8)]
     np.testing.assert_allclose(nu, expected, atol=1e-6)
     np.testing.assert_allclose(logdet, expected_ld, atol=1e-5)
@@ -116,7 +118,7 @@ def test_zero_initialised_flow_is_identity_up_to_leaky_relu_and_permutations():
   coupling = cinn.DoubleAffineCoupling(hidden=16, num_hidden_layers=2)
   cv = coupling.init(jax.random.PRNGKey(8), z, cond)
   y, ld = coupling.apply(cv, z, cond)
-  np.testing.assert_array_equal(y, z)
+  np.testing.assert_array_equal(y, jnp.concatenate([z[:, 4:], z[:, :4]], -1))
   np.testing.assert_array_equal(ld, 0.0)
 
 
@@ -126,13 +128,66 @@ def test_actnorm_data_init_whitens_init_batch():
   v = an.init(jax.random.PRNGKey(0), x)
   y, ld = an.apply(v, x)
   np.testing.assert_allclose(jnp.mean(y, 0), 0.0, atol=1e-5)
-  np.testing.assert_allclose(jnp.var(y, 0), 1.0, atol=1e-4)
-  np.testing.assert_allclose(ld, -jnp.sum(jnp.log(jnp.std(x, 0))), rtol=1e-4)
+  # The reference's statistics: unbiased std, scale = 1 / (std + 1e-6).
+  np.testing.assert_allclose(jnp.var(y, 0, ddof=1), 1.0, atol=1e-4)
+  np.testing.assert_allclose(v["params"]["scale"], 1.0 / (np.std(x, 0, ddof=1) + 1e-6), rtol=1e-5)
+  np.testing.assert_allclose(ld, -jnp.sum(jnp.log(jnp.std(x, 0, ddof=1))), rtol=1e-4)
   # In the flow, block 0's ActNorm is initialised from the flow's own init batch.
   flow = _flow()
   z, cond = _data(jax.random.PRNGKey(10), 128, 8, 5)
   fv = flow.init(jax.random.PRNGKey(0), z, cond, method=flow.forward)
   np.testing.assert_allclose(fv["params"]["block_0"]["actnorm"]["loc"], -jnp.mean(z, 0), atol=1e-5)
+
+
+def test_negative_actnorm_scale_is_exact_and_invertible():
+  """The reference stores a signed scale; a converted checkpoint may hold negative entries."""
+  flow = _flow(clamp=None, eta_dim=2)
+  z, cond = _data(jax.random.PRNGKey(30), 16, 8, 7)
+  v = _perturb(flow.init(jax.random.PRNGKey(31), z, cond, method=flow.forward),
+               jax.random.PRNGKey(32))
+  scale = v["params"]["block_1"]["actnorm"]["scale"]
+  v["params"]["block_1"]["actnorm"]["scale"] = scale * jnp.array([-1, 1, -1, 1, 1, -1, 1, 1.0])
+  nu, logdet = flow.apply(v, z, cond, method=flow.forward)
+  np.testing.assert_allclose(flow.apply(v, nu, cond, method=flow.inverse), z, atol=1e-4)
+  jac = jax.vmap(jax.jacfwd(
+      lambda zi, ci: flow.apply(v, zi[None], ci[None], method=flow.forward)[0][0]))(z, cond)
+  np.testing.assert_allclose(logdet, jnp.linalg.slogdet(jac)[1], atol=1e-4, rtol=1e-5)
+
+
+def test_reference_logdet_switch_drops_exactly_the_leaky_relu_term():
+  z, cond = _data(jax.random.PRNGKey(33), 16, 8, 5)
+  exact = _flow(clamp=None)
+  v = _perturb(exact.init(jax.random.PRNGKey(34), z, cond, method=exact.forward),
+               jax.random.PRNGKey(35))
+  ref = _flow(clamp=None, exact_leaky_logdet=False)
+  nu_e, ld_e = exact.apply(v, z, cond, method=exact.forward)
+  nu_r, ld_r = ref.apply(v, z, cond, method=ref.forward)
+  np.testing.assert_array_equal(nu_e, nu_r)
+  count, x = np.zeros(len(z)), z
+  for i in range(exact.num_blocks):  # Negatives at each block's LeakyReLU input.
+    an = v["params"][f"block_{i}"]["actnorm"]
+    count += np.sum(np.asarray(an["scale"] * (x + an["loc"])) < 0, -1)
+    x = cinn.flow_block(exact, i).apply(cinn.block_variables(v, i), x, cond)[0]
+  assert count.min() > 0
+  np.testing.assert_allclose(ld_e, ld_r + count * math.log(0.9), atol=1e-5)
+
+
+def test_data_init_actnorms_reinitialises_block_by_block():
+  flow = _flow(actnorm_data_init=False)
+  z, cond = _data(jax.random.PRNGKey(36), 64, 8, 5)
+  v = _perturb(flow.init(jax.random.PRNGKey(37), z, cond, method=flow.forward),
+               jax.random.PRNGKey(38))
+  v2 = cinn.data_init_actnorms(flow, v, z, cond)
+  x = z
+  for i in range(flow.num_blocks):
+    an = v2["params"][f"block_{i}"]["actnorm"]
+    y = np.asarray(an["scale"] * (x + an["loc"]))
+    np.testing.assert_allclose(y.mean(0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(y.std(0, ddof=1), 1.0, atol=1e-4)
+    x = cinn.flow_block(flow, i).apply(cinn.block_variables(v2, i), x, cond)[0]
+  for i in range(flow.num_blocks):  # Only ActNorm changed.
+    np.testing.assert_array_equal(v2["params"][f"block_{i}"]["coupling"]["s1"]["Dense_0"]["kernel"],
+                                  v["params"][f"block_{i}"]["coupling"]["s1"]["Dense_0"]["kernel"])
 
 
 def test_permutations_are_fixed_saved_and_seeded():
@@ -154,7 +209,7 @@ def test_permutations_are_fixed_saved_and_seeded():
   assert not np.allclose(nu, nu2)
 
 
-def test_changing_eta_changes_sampled_z_and_only_control_blocks_see_it():
+def test_changing_eta_changes_sampled_z_and_cond_blocks_see_only_the_condition():
   flow = _flow(num_blocks=4, eta_dim=3, control_every=4)
   z, cond = _data(jax.random.PRNGKey(12), 16, 8, 8)
   v = _perturb(flow.init(jax.random.PRNGKey(13), z, cond, method=flow.forward),
@@ -165,7 +220,12 @@ def test_changing_eta_changes_sampled_z_and_only_control_blocks_see_it():
   zb = flow.apply(v, nu, cond2, method=flow.inverse)
   assert float(jnp.mean(jnp.abs(za - zb))) > 1e-2
   in_dims = lambda i: v["params"][f"block_{i}"]["coupling"]["s1"]["Dense_0"]["kernel"].shape[0]
-  assert [in_dims(i) for i in range(4)] == [4 + 8, 4 + 5, 4 + 5, 4 + 5]
+  # Reference control: 'cond' blocks (index % 4 != 0) see only [c, eta], never a half of x.
+  assert [in_dims(i) for i in range(4)] == [4 + 8, 8, 8, 8]
+  assert flow.block_modes == ["normal", "cond", "cond", "cond"]
+  # Every block sees eta: changing eta alone changes a cond block's output.
+  blk, bv = cinn.flow_block(flow, 2), cinn.block_variables(v, 2)
+  assert not np.allclose(blk.apply(bv, z, cond)[0], blk.apply(bv, z, cond2)[0])
   with pytest.raises(ValueError, match="cond_dim \\+ eta_dim"):
     flow.apply(v, nu, cond[:, :5], method=flow.inverse)
 
