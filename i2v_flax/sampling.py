@@ -217,8 +217,8 @@ def random_eta(config: ml_collections.ConfigDict, batch: int,
   from i2v_flax import data
   kind, dim = config.stage2.control, int(config.stage2.eta_dim)
   if kind == "bins":
-    return np.stack([data.bair_eta(rng.uniform(0, 1, 3) * np.asarray(data.BAIR_EE_RANGE)
-                                   + np.asarray(data.BAIR_EE_OFFSET)) for _ in range(batch)])
+    from i2v_flax.data.control import bair_eta_from_unit
+    return bair_eta_from_unit(rng.uniform(0, 1, (batch, 3)))
   angle = rng.uniform(0, 2 * np.pi, batch)
   direction = np.stack([np.cos(angle), np.sin(angle)], -1)
   if dim == 2:

@@ -4,7 +4,8 @@ Each has a numpy version (public: sampling code builds eta from user-chosen valu
 TensorFlow version used inside the tf.data pipeline; tests check they agree.
 
 * bair (30-d): end-effector xyz at the clip's last frame, normalised by the reference's
-  offset/range, clipped to [0, 1), each coordinate one-hot into 10 bins: [x bins | y | z].
+  offset/range, each coordinate one-hot into 10 bins with the reference's
+  bin = trunc(10u - 1e-4) (clipped to the range): [x bins | y | z].
 * shapes (4-d): object 0's normalised (x, y) at the clip's last frame, then the background drift
   direction as a unit 2-vector (a zero drift gives (0, 0); the generator never draws one).
 * dtdb (2-d): the global motion direction of the clip, a unit 2-vector (x right, y down) from
@@ -17,26 +18,41 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-BAIR_OFFSET = np.array([0.42638585, -0.3080245, 0.19146784], np.float32)
-BAIR_RANGE = np.array([0.42850533, 0.54029283, 0.12564658], np.float32)
+# float64, as the reference's loader computes the normalised position u (bin edges depend on it).
+BAIR_OFFSET = np.array([0.42638585, -0.3080245, 0.19146784], np.float64)
+BAIR_RANGE = np.array([0.42850533, 0.54029283, 0.12564658], np.float64)
 BAIR_BINS = 10
 ETA_DIMS = {"bair": 3 * BAIR_BINS, "shapes": 4, "dtdb": 2}
 _EPS = 1e-8
+_BIN_SHIFT = 1e-4  # The reference's bin = trunc(10u - 1e-4): exact multiples of 0.1 fall lower.
+
+
+def bair_eta_from_unit(u: np.ndarray) -> np.ndarray:
+  """(..., 3) normalised positions u -> (..., 30) float32 one-hot [x bins | y bins | z bins].
+
+  bin = trunc(10u - 1e-4) in float64, the reference's rule (`stage2_cINN/modules/INN.py`): 0.3
+  -> 2, 0.1 -> 0, 0.7 -> 6, 1.0 -> 9 and a slightly negative u -> 0 (trunc rounds toward 0).
+  Out-of-range u is clipped to bins 0 / 9; the reference would wrap or raise there instead.
+  """
+  u = np.asarray(u, np.float64)
+  if u.shape[-1:] != (3,):
+    raise ValueError(f"bair_eta expects (..., 3) positions, got shape {u.shape}.")
+  bins = np.clip(np.trunc(u * BAIR_BINS - _BIN_SHIFT), 0, BAIR_BINS - 1).astype(np.int64)
+  return np.eye(BAIR_BINS, dtype=np.float32)[bins].reshape(*u.shape[:-1], 3 * BAIR_BINS)
 
 
 def bair_eta(xyz: np.ndarray) -> np.ndarray:
-  """(..., 3) end-effector positions -> (..., 30) float32 one-hot bins."""
-  xyz = np.asarray(xyz, np.float32)
-  if xyz.shape[-1] != 3:
+  """(..., 3) end-effector positions -> (..., 30) float32 one-hot bins (see bair_eta_from_unit)."""
+  xyz = np.asarray(xyz)
+  if xyz.shape[-1:] != (3,):
     raise ValueError(f"bair_eta expects (..., 3) xyz positions, got shape {xyz.shape}.")
-  u = np.clip((xyz - BAIR_OFFSET) / BAIR_RANGE, 0.0, np.nextafter(np.float32(1), 0))
-  bins = np.floor(u * BAIR_BINS).astype(np.int64)
-  return np.eye(BAIR_BINS, dtype=np.float32)[bins].reshape(*xyz.shape[:-1], 3 * BAIR_BINS)
+  return bair_eta_from_unit((xyz.astype(np.float64) - BAIR_OFFSET) / BAIR_RANGE)
 
 
 def bair_eta_tf(xyz: tf.Tensor) -> tf.Tensor:
-  u = (tf.cast(xyz, tf.float32) - BAIR_OFFSET) / BAIR_RANGE
-  bins = tf.clip_by_value(tf.cast(tf.floor(u * BAIR_BINS), tf.int32), 0, BAIR_BINS - 1)
+  """TensorFlow twin of `bair_eta` (float64 u, trunc(10u - 1e-4), clipped to the 10 bins)."""
+  u = (tf.cast(xyz, tf.float64) - BAIR_OFFSET) / BAIR_RANGE
+  bins = tf.clip_by_value(tf.cast(u * BAIR_BINS - _BIN_SHIFT, tf.int32), 0, BAIR_BINS - 1)
   one_hot = tf.one_hot(bins, BAIR_BINS, dtype=tf.float32)
   return tf.reshape(one_hot, tf.concat([tf.shape(xyz)[:-1], [3 * BAIR_BINS]], 0))
 
