@@ -114,6 +114,7 @@ def base_config() -> ml_collections.ConfigDict:
   e.batch_size = 16  # Batch size for generation and feature extraction.
   e.metrics = ("fvd", "lpips", "div_vgg", "div_i3d")  # Metrics computed by --mode=eval.
   e.fid_weights = ml_collections.FieldReference(None, field_type=str)  # InceptionV3 pool3 weights file for FID (user supplied).
+  e.dtfvd_weights = ml_collections.FieldReference(None, field_type=str)  # DTFVD I3D weights: the reference's I3D_16.pth.tar (needs torch) or its .npz conversion.
   e.temperature = 1.0  # Sampling temperature of nu.
   return c
 

@@ -9,10 +9,12 @@ sets are independent), and DIV uses samples 0..S-1. Methods:
   static    x_0 repeated (deterministic: one set; DIV and spread are exactly 0, not computed).
 Per set: FVD (BAIR protocol: fake = real x_0 + the first 15 generated frames, vs real frames
 0-15; the real I3D features are computed once), LPIPS and FID of generated x_1..x_16 vs the real
-ones, and on `shapes` the oracle metrics of x_0 + 16 generated frames vs the real 17. Reported
-per metric: the first set's value (the paper's single FVD of 256 vs 256), mean, std (ddof=0)
-and all values. Generated frames stay float32 in [-1, 1] (never rounded to uint8): the reference
-feeds its metrics the float frames, and FVD in particular sees (x + 1) * 127.5 unrounded (SPEC §6).
+ones, DTFVD (the reference's texture protocol: generated x_1..x_16 vs real frames 0-15, its
+one-frame offset kept so the numbers compare with the paper's), and on `shapes` the oracle
+metrics of x_0 + 16 generated frames vs the real 17. Reported per metric: the first set's value
+(the paper's single FVD of 256 vs 256), mean, std (ddof=0) and all values.
+Generated frames stay float32 in [-1, 1] (never rounded to uint8): the reference feeds its
+metrics the float frames, and FVD in particular sees (x + 1) * 127.5 unrounded (SPEC §6).
 The price is host memory: 4 bytes per colour value (BAIR, 256 x 5 samples x 16 frames: 1 GB).
 Output: workdir/eval/<step>.json (atomic) and <step>.md (a table).
 """
@@ -30,11 +32,12 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from i2v_flax.evaluation import diversity, fid as fid_lib, fvd as fvd_lib, lpips_metrics
+from i2v_flax.evaluation import diversity, dtfvd as dtfvd_lib, fid as fid_lib, fvd as fvd_lib
+from i2v_flax.evaluation import lpips_metrics
 from i2v_flax.evaluation import shapes_metrics
 from i2v_flax.evaluation.lpips_metrics import to_float
 
-KNOWN_METRICS = ("fvd", "lpips", "div_vgg", "div_i3d", "fid", "shapes")
+KNOWN_METRICS = ("fvd", "lpips", "div_vgg", "div_i3d", "fid", "dtfvd", "shapes")
 # A generator: (x0 (B, H, W, 3) in [-1, 1], eta or None, num_samples, seed)
 #   -> (B, num_samples, 16, H, W, 3) frames x_1..x_16 (float in [-1, 1] or uint8).
 GenerateFn = Callable[[np.ndarray, Any, int, int], np.ndarray]
@@ -123,6 +126,11 @@ def evaluate_method(name: str, samples: np.ndarray, clips: dict[str, np.ndarray]
         cache["real_fid"] = fid_lib.fid_features(real[:, 1:], cache["fid_vars"], batch)
       fake = fid_lib.fid_features(gen, cache["fid_vars"], batch)
       per_set.setdefault("fid", []).append(fid_lib.frechet_distance(cache["real_fid"], fake))
+    if "dtfvd" in metrics:
+      if "real_dtfvd" not in cache:
+        cache["real_dtfvd"] = dtfvd_lib.dtfvd_features(real[:, :16], cache["dtfvd_model"], batch)
+      fake = dtfvd_lib.dtfvd_features(gen[:, :16], cache["dtfvd_model"], batch)
+      per_set.setdefault("dtfvd", []).append(fid_lib.frechet_distance(cache["real_dtfvd"], fake))
     if "shapes" in metrics:
       meta = {k2: v for k2, v in clips.items() if k2 not in ("video", "eta")}
       if "real_tracks" not in cache:
@@ -186,6 +194,18 @@ def markdown_table(results: dict[str, Any]) -> str:
   return "\n".join(lines) + "\n"
 
 
+def load_metric_models(config: ml_collections.ConfigDict,
+                       metrics: tuple[str, ...]) -> dict[str, Any]:
+  """The networks whose weights the user supplies (FID, DTFVD), loaded before minutes of
+  sampling so a missing file fails first. Returns the initial metric cache."""
+  cache: dict[str, Any] = {}
+  if "fid" in metrics:
+    cache["fid_vars"] = fid_lib.load_fid_variables(config.eval.fid_weights)
+  if "dtfvd" in metrics:
+    cache["dtfvd_model"] = dtfvd_lib.load_dtfvd(config.eval.get("dtfvd_weights"))
+  return cache
+
+
 def evaluate(config: ml_collections.ConfigDict, workdir: str, *, model: Any = None,
              generators: dict[str, GenerateFn] | None = None,
              clips: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
@@ -203,9 +223,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, model: Any = No
   if jax.process_count() > 1:
     raise ValueError("Evaluation runs on one host (it gathers all clips); launch it without "
                      "--distributed.")
-  cache: dict[str, Any] = {}
-  if "fid" in metrics:  # Fail before minutes of sampling, not after.
-    cache["fid_vars"] = fid_lib.load_fid_variables(config.eval.fid_weights)
+  cache = load_metric_models(config, metrics)
   if generators is None:
     if model is None:
       from i2v_flax import sampling
