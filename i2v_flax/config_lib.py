@@ -83,14 +83,17 @@ def base_config() -> ml_collections.ConfigDict:
   s2.hidden = 512  # Width of the s/t MLPs.
   s2.num_hidden_layers = 2  # Hidden Dense(512->512) layers in each s/t MLP.
   s2.clamp = 2.0  # Soft clamp of the coupling log-scale; None reproduces the reference.
+  s2.exact_leaky_logdet = True  # Count the LeakyReLU in the flow logdet; False = the reference's logdet (converted models).
   s2.leaky_slope = 0.9  # Slope of the invertible LeakyReLU.
   s2.cond_dim = 64  # Dimension of the x_0 embedding c.
+  s2.embedder = "resnet_small"  # x_0 embedder: 'resnet_small' (2-D ResNet below) or 'resnet50' (the reference's, always frozen; weights from embedder_init).
+  s2.embedder_norm = "in"  # resnet50 norm: 'in' (InstanceNorm: bair, iper, clouds, fire, vegetation) or 'bn' (BatchNorm stats: landscape, waterfall).
   s2.embedder_widths = (32, 64, 128, 256)  # 2-D ResNet embedder stage widths.
   s2.freeze_embedder = False  # Train the x_0 embedder jointly (False) or keep it frozen.
-  s2.embedder_init = ml_collections.FieldReference(None, field_type=str)  # Checkpoint of a pretrained image embedder (when frozen).
+  s2.embedder_init = ml_collections.FieldReference(None, field_type=str)  # Frozen embedder weights: a stage-2 workdir, or for resnet50 Encoder_stage2.pth / its state_dict as .npz.
   s2.control = ""  # '', 'bins' (bair: 3x10 one-hot) or 'continuous' (shapes/texture direction).
   s2.eta_dim = 0  # Dimension of eta (30 for bins; 4 for shapes: position + drift direction).
-  s2.control_every = 4  # With control, blocks whose index is not a multiple of this see c alone.
+  s2.control_every = 4  # With control, blocks whose index is not a multiple of this feed s/t only [c, eta] (no half of x), as the reference.
   s2.lr = 1e-5  # Adam (amsgrad) learning rate.
   s2.b1 = 0.9  # Adam beta1.
   s2.b2 = 0.99  # Adam beta2.

@@ -4,7 +4,9 @@ The reference uses the frozen encoder mean of a separately trained image VAE-GAN
 23.7M parameters). We train a much smaller ResNet jointly with the flow by default: the flow's
 NLL is the only signal, so c learns exactly the image content that predicts z. GroupNorm rather
 than BatchNorm keeps the module stateless (no batch statistics to thread through jit or to
-disagree between train and sampling).
+disagree between train and sampling). `config.stage2.embedder = "resnet50"` selects the
+reference's frozen ResNet-50 instead (`i2v_flax.models.resnet50`, weights converted from the
+authors' `Encoder_stage2.pth`).
 """
 
 from __future__ import annotations
@@ -66,7 +68,25 @@ class ImageEmbedder(nn.Module):
     return nn.Dense(self.cond_dim)(h)
 
 
-def build_embedder(stage2_cfg) -> ImageEmbedder:
-  """The embedder of `config.stage2`."""
-  return ImageEmbedder(widths=tuple(int(w) for w in stage2_cfg.embedder_widths),
-                       cond_dim=int(stage2_cfg.cond_dim))
+EMBEDDERS = ("resnet_small", "resnet50")
+
+
+def build_embedder(stage2_cfg) -> nn.Module:
+  """The embedder of `config.stage2`: 'resnet_small' (this file) or 'resnet50' (the reference's
+  frozen ResNet-50, `i2v_flax.models.resnet50`)."""
+  kind = stage2_cfg.get("embedder", "resnet_small")
+  if kind == "resnet_small":
+    return ImageEmbedder(widths=tuple(int(w) for w in stage2_cfg.embedder_widths),
+                         cond_dim=int(stage2_cfg.cond_dim))
+  if kind == "resnet50":
+    from i2v_flax.models.resnet50 import ResNet50Embedder
+    return ResNet50Embedder(cond_dim=int(stage2_cfg.cond_dim),
+                            norm=str(stage2_cfg.get("embedder_norm", "in")))
+  raise ValueError(f"Unknown config.stage2.embedder={kind!r}; use one of {EMBEDDERS}.")
+
+
+def embedder_is_frozen(stage2_cfg) -> bool:
+  """Whether the optimiser leaves the embedder alone: always for 'resnet50' (it is the
+  reference's pretrained encoder, loaded from `embedder_init`), else `freeze_embedder`."""
+  kind = stage2_cfg.get("embedder", "resnet_small")
+  return bool(stage2_cfg.freeze_embedder) or kind == "resnet50"

@@ -30,6 +30,7 @@ from absl import logging
 from clu import periodic_actions
 
 from i2v_flax import config_lib, parallel
+from i2v_flax.models.embedder import embedder_is_frozen
 from i2v_flax.train import common, stage1
 from i2v_flax.train.stage2_steps import (MODEL_KEYS, build_flow, condition,  # noqa: F401
                                          flow_forward, flow_inverse, make_init_fn, make_steps,
@@ -37,8 +38,8 @@ from i2v_flax.train.stage2_steps import (MODEL_KEYS, build_flow, condition,  # n
 
 # Fields that fix the shapes (or the function) of stage-2 checkpoints.
 ARCH_FIELDS = tuple(f"stage2.{k}" for k in (
-    "num_blocks", "hidden", "num_hidden_layers", "cond_dim", "embedder_widths", "control",
-    "eta_dim", "control_every", "leaky_slope")) + ("seed", "stage1.z_dim", "data.resolution")
+    "num_blocks", "hidden", "num_hidden_layers", "cond_dim", "embedder", "embedder_norm",
+    "embedder_widths", "control", "eta_dim", "control_every", "leaky_slope")) + ("seed", "stage1.z_dim", "data.resolution")
 NUM_SAMPLES = 4
 
 
@@ -116,27 +117,56 @@ def restore_stage2(workdir: str, config: ml_collections.ConfigDict | None = None
 
 
 def check_embedder_init(config: ml_collections.ConfigDict) -> None:
-  """Fail before any compilation when a frozen embedder's init checkpoint is missing."""
-  path = config.stage2.embedder_init
-  if config.stage2.freeze_embedder and path and not os.path.isdir(checkpoint_dir(path)):
+  """Fail before any compilation when a frozen embedder's init weights are missing."""
+  s2 = config.stage2
+  path = s2.embedder_init
+  if not (embedder_is_frozen(s2) and path):
+    return
+  if s2.embedder == "resnet50" and os.path.isfile(path):
+    return
+  if not os.path.isdir(checkpoint_dir(path)):
+    what = ("the authors' Encoder_stage2.pth (or an .npz of its state_dict) or a stage-2 "
+            "workdir with embedder='resnet50'" if s2.embedder == "resnet50" else
+            f"a workdir whose stage 2 trained an embedder with embedder_widths="
+            f"{tuple(s2.embedder_widths)} and cond_dim={s2.cond_dim}")
     raise FileNotFoundError(
-        f"config.stage2.embedder_init={path!r} is not a stage-2 workdir (no "
-        f"{checkpoint_dir(path)}). Fix: point it at a workdir whose stage 2 trained an embedder "
-        f"with embedder_widths={tuple(config.stage2.embedder_widths)} and cond_dim="
-        f"{config.stage2.cond_dim}, or unset it to freeze the random initialisation.")
+        f"config.stage2.embedder_init={path!r} is neither a weights file nor a stage-2 workdir "
+        f"(no {checkpoint_dir(path)}). Fix: point it at {what}, or unset it to freeze the "
+        "random initialisation.")
+
+
+def _converted_embedder(config: ml_collections.ConfigDict, path: str) -> dict:
+  """ResNet-50 variables from the authors' Encoder_stage2.pth (or its state_dict as .npz)."""
+  from i2v_flax.convert import stage2 as convert_stage2
+  state_dict = convert_stage2.read_state_dict(path)
+  z = convert_stage2.embedder_cond_dim(state_dict)
+  if z != int(config.stage2.cond_dim):
+    raise ValueError(f"{path!r} is an embedder with a {z}-d condition, config.stage2.cond_dim="
+                     f"{config.stage2.cond_dim}. Fix: --config.stage2.cond_dim={z}.")
+  return convert_stage2.embedder_variables(state_dict, str(config.stage2.embedder_norm))
 
 
 def load_embedder_init(config: ml_collections.ConfigDict, target: dict) -> dict:
-  """Pretrained embedder variables for `freeze_embedder`: from a stage-2 workdir with the same
-  embedder settings (e.g. one trained jointly), shaped like `target`."""
+  """Pretrained embedder variables for a frozen embedder, shaped like `target`: converted from
+  a weights file (resnet50), or from a stage-2 workdir with the same embedder settings."""
   path = config.stage2.embedder_init
   check_embedder_init(config)
-  src_config = common.read_config(path)
-  for field in ("embedder_widths", "cond_dim"):
-    if list(np.atleast_1d(src_config.stage2[field])) != list(np.atleast_1d(config.stage2[field])):
-      raise ValueError(f"embedder_init {path!r} has stage2.{field}={src_config.stage2[field]}, "
-                       f"this run {config.stage2[field]}. Fix: make them equal.")
-  variables = restore_stage2(path, src_config)[1]["embedder"]
+  if os.path.isfile(path):
+    variables = _converted_embedder(config, path)
+  else:
+    src_config = common.read_config(path)
+    fields = ("embedder", "cond_dim") + (("embedder_norm",) if config.stage2.embedder ==
+                                         "resnet50" else ("embedder_widths",))
+    for field in fields:  # Workdirs from before `embedder` existed hold the small ResNet.
+      src = src_config.stage2.get(field, "resnet_small" if field == "embedder" else None)
+      if list(np.atleast_1d(src)) != list(np.atleast_1d(config.stage2[field])):
+        raise ValueError(f"embedder_init {path!r} has stage2.{field}={src}, this run "
+                         f"{config.stage2[field]}. Fix: make them equal.")
+    variables = restore_stage2(path, src_config)[1]["embedder"]
+  if jax.tree_util.tree_structure(variables) != jax.tree_util.tree_structure(target):
+    raise ValueError(f"The embedder weights in {path!r} do not have this run's structure "
+                     "(e.g. a 'bn' checkpoint for embedder_norm='in'). Fix: match "
+                     "config.stage2.embedder / embedder_norm to the weights.")
   return jax.tree_util.tree_map(lambda t, v: jnp.asarray(v, t.dtype), target, variables)
 
 
@@ -210,14 +240,14 @@ def train(config: ml_collections.ConfigDict, workdir: str,
       z = steps["encode"](enc_vars, batch["video"][:, 1:], k_z)
     init_jit = jax.jit(init_fn, out_shardings=parallel.replicated(mesh))
     state = init_jit(z, batch["video"][:, 0], batch.get("eta"), k_init)
-    if s2.freeze_embedder and s2.embedder_init:
+    if embedder_is_frozen(s2) and s2.embedder_init:
       state["embedder"] = parallel.replicate(load_embedder_init(config, state["embedder"]), mesh)
-    elif s2.freeze_embedder:
-      logging.warning("freeze_embedder without embedder_init: the x_0 embedder stays at its "
-                      "random initialisation.")
+    elif embedder_is_frozen(s2):
+      logging.warning("A frozen %s x_0 embedder without embedder_init stays at its random "
+                      "initialisation. Fix: --config.stage2.embedder_init=<weights>.", s2.embedder)
   n_params = {k: common.count_params(state[k]["params"]) for k in MODEL_KEYS}
   logging.info("Stage 2: flow %d params, embedder %d params (%s), %d steps", n_params["flow"],
-               n_params["embedder"], "frozen" if s2.freeze_embedder else "trained", total)
+               n_params["embedder"], "frozen" if embedder_is_frozen(s2) else "trained", total)
   if sample_batch is not None:
     sample_batch = parallel.shard_batch(_model_batch(config, sample_batch), mesh)
   sample_rng = jax.random.PRNGKey(config.seed + 3)

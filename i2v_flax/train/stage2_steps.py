@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -23,7 +24,7 @@ import optax
 from jax.sharding import Mesh
 
 from i2v_flax.models.cinn import ConditionalFlow, build_conditional_flow
-from i2v_flax.models.embedder import ImageEmbedder, build_embedder
+from i2v_flax.models.embedder import build_embedder, embedder_is_frozen
 from i2v_flax.train import common
 from i2v_flax.train import stage1
 
@@ -32,12 +33,15 @@ MODEL_KEYS = ("flow", "embedder")
 LOG_2PI = math.log(2.0 * math.pi)
 
 
-def build_flow(config: ml_collections.ConfigDict) -> tuple[ConditionalFlow, ImageEmbedder]:
-  """(flow, embedder) modules of config.stage2; the permutations are seeded by config.seed."""
+def build_flow(config: ml_collections.ConfigDict) -> tuple[ConditionalFlow, nn.Module]:
+  """(flow, embedder) modules of config.stage2; the permutations are seeded by config.seed.
+
+  The embedder is the small 2-D ResNet or, with `stage2.embedder='resnet50'`, the reference's
+  ResNet-50 (frozen; BatchNorm statistics, if any, in its `batch_stats` collection)."""
   return build_conditional_flow(config.stage2, seed=int(config.seed)), build_embedder(config.stage2)
 
 
-def condition(embedder: ImageEmbedder, emb_vars: dict, x0: jax.Array,
+def condition(embedder: nn.Module, emb_vars: dict, x0: jax.Array,
               eta: jax.Array | None = None) -> jax.Array:
   """The flow's condition [c(x_0), eta] (eta only for control models). Jit-friendly."""
   c = embedder.apply(emb_vars, x0)
@@ -96,9 +100,10 @@ def make_optimizer(config: ml_collections.ConfigDict
 
 
 def trainable(config: ml_collections.ConfigDict, state: State) -> dict[str, Any]:
-  """The parameters the optimiser owns: the flow, plus the embedder unless it is frozen."""
+  """The parameters the optimiser owns: the flow, plus the embedder unless it is frozen (always
+  for 'resnet50': it is the reference's pretrained encoder)."""
   params = {"flow": state["flow"]["params"]}
-  if not config.stage2.freeze_embedder:
+  if not embedder_is_frozen(config.stage2):
     params["embedder"] = state["embedder"]["params"]
   return params
 
@@ -111,7 +116,7 @@ def _split_batch(config: ml_collections.ConfigDict, batch: dict
 
 
 def make_init_fn(config: ml_collections.ConfigDict, flow: ConditionalFlow,
-                 embedder: ImageEmbedder) -> Callable[[jax.Array, jax.Array, Any, jax.Array],
+                 embedder: nn.Module) -> Callable[[jax.Array, jax.Array, Any, jax.Array],
                                                       State]:
   """(z, x0, eta, rng) -> state. ActNorm initialises from this z batch (data-dependent init)."""
   tx, _ = make_optimizer(config)
@@ -129,7 +134,7 @@ def make_init_fn(config: ml_collections.ConfigDict, flow: ConditionalFlow,
   return init
 
 
-def make_steps(config: ml_collections.ConfigDict, flow: ConditionalFlow, embedder: ImageEmbedder,
+def make_steps(config: ml_collections.ConfigDict, flow: ConditionalFlow, embedder: nn.Module,
                encoder: Any, decoder: Any, mesh: Mesh) -> dict[str, Callable]:
   """Jitted on the mesh:
   'encode' (enc_vars, batch, rng) -> z            (frozen encoder, sampled z)
@@ -137,7 +142,7 @@ def make_steps(config: ml_collections.ConfigDict, flow: ConditionalFlow, embedde
   'sample' (state, dec_vars, batch, rng) -> (B, num_samples, 16, H, W, 3) videos
   """
   tx, schedule = make_optimizer(config)
-  frozen_embedder = bool(config.stage2.freeze_embedder)
+  frozen_embedder = embedder_is_frozen(config.stage2)
 
   def encode_z(enc_vars, video_1_16, rng):
     # Sampled z (not the mean), as the reference: the flow models q(z|x) marginalised over clips.
