@@ -27,7 +27,11 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-ConvertError = ValueError
+
+class ConvertError(ValueError):
+  """A state_dict does not fit the stage-2 module (the message names the key and the fix)."""
+
+
 _CINN_NETS = {"s.0": "s1", "t.0": "t1", "s.1": "s2", "t.1": "t2"}  # torch -> Flax names.
 RESNET50_STAGES = (3, 4, 6, 3)
 
@@ -280,20 +284,9 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
   if path.endswith(".npz"):
     with np.load(path, allow_pickle=False) as f:
       return {k: f[k] for k in f.files}
-  try:
-    import torch  # pylint: disable=import-outside-toplevel
-  except ImportError as e:
-    raise ImportError(f"Reading {path!r} needs torch (pip install torch), or save its state_dict "
-                      "as .npz elsewhere: np.savez(out, **{k: v.numpy() for k, v in "
-                      "torch.load(f)['state_dict'].items()}).") from e
-  obj = torch.load(path, map_location="cpu", weights_only=False)
-  obj = obj.get("state_dict", obj) if isinstance(obj, dict) else obj
-  return {k: v.detach().cpu().numpy() for k, v in obj.items() if hasattr(v, "detach")}
+  from i2v_flax.convert.evaluation import read_torch_state_dict  # One torch reader for all.
+  return read_torch_state_dict(path)
 
 
-def __getattr__(name: str) -> Any:
-  """`PARITY_RUNNERS` lives in stage2_parity (it imports this module); loaded on first use."""
-  if name == "PARITY_RUNNERS":
-    from i2v_flax.convert.stage2_parity import PARITY_RUNNERS
-    return PARITY_RUNNERS
-  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# The runners import this module's converters lazily, so this import is cycle-free.
+from i2v_flax.convert.stage2_parity import PARITY_RUNNERS  # noqa: E402,F401  (re-export)

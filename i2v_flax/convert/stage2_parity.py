@@ -19,9 +19,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from i2v_flax.convert.fixtures import Fixture
-from i2v_flax.convert.stage2 import (ConvertError, cinn_arch, cinn_variables, embedder_cond_dim,
-                                     embedder_norm, embedder_variables)
-from i2v_flax.data.control import bair_eta_from_unit
 from i2v_flax.models import cinn
 
 CINN_CLASS = "stage2_cINN/modules/flow_blocks.py:ConditionalFlow"
@@ -32,12 +29,14 @@ def _check_config(fx: Fixture, found: dict) -> None:
   """The fixture's constructor arguments must agree with what the converter inferred."""
   bad = {k: (fx.config[k], v) for k, v in found.items() if k in fx.config and fx.config[k] != v}
   if bad:
-    raise ConvertError(f"{fx.name}: inferred {({k: v[1] for k, v in bad.items()})} from the "
+    raise ValueError(f"{fx.name}: inferred {({k: v[1] for k, v in bad.items()})} from the "
                        f"weights, but the fixture config says {({k: v[0] for k, v in bad.items()})}.")
 
 
 def run_cinn(fx: Fixture) -> dict[str, np.ndarray]:
   """Forward, reverse, per-block outputs, LeakyReLU counts and the ActNorm data init."""
+  from i2v_flax.convert.stage2 import cinn_arch, cinn_variables  # Lazy: stage2 imports us.
+  from i2v_flax.data.control import bair_eta_from_unit  # Lazy: it imports TensorFlow.
   control = bool(fx.config.get("control", False))
   sd = fx.state_dict
   arch = cinn_arch(sd, control=control)
@@ -83,6 +82,8 @@ def run_cinn(fx: Fixture) -> dict[str, np.ndarray]:
 
 def run_embedder(fx: Fixture) -> dict[str, np.ndarray]:
   """The ResNet-50 x_0 embedder: 2z head, its mean half and the pooled 2048-d features."""
+  from i2v_flax.convert.stage2 import (ConvertError, embedder_cond_dim, embedder_norm,
+                                       embedder_variables)
   from i2v_flax.models.resnet50 import ResNet50Embedder
   if fx.config.get("encoder_type", "resnet50") != "resnet50":
     raise ConvertError(f"{fx.name}: encoder_type {fx.config['encoder_type']!r} is not supported; "
