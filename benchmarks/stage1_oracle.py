@@ -23,7 +23,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from i2v_flax import losses
-from i2v_flax.data import shapes
+from i2v_flax.data import shapes, shapes_builder
 from i2v_flax.models.decoder import make_decoder
 from i2v_flax.models.layers import SPECTRAL
 from i2v_flax.train import common
@@ -39,8 +39,10 @@ FLAGS = flags.FLAGS
 ORACLE_DIM = shapes.MAX_OBJECTS * 8 * 2 + 2
 
 
-def _generate(seeds: range, resolution: int) -> tuple[np.ndarray, list[dict]]:
-  examples = [shapes.generate_example(np.random.default_rng([7, i]), resolution) for i in seeds]
+def _generate(seeds: range, resolution: int, scene: shapes.Scene
+              ) -> tuple[np.ndarray, list[dict]]:
+  examples = [shapes.generate_example(np.random.default_rng([7, i]), resolution, scene=scene)
+              for i in seeds]
   return np.stack([e["video"] for e in examples]), examples
 
 
@@ -101,8 +103,9 @@ def main(argv):
     raise ValueError(f"stage1.z_dim={s1.z_dim} cannot hold the {ORACLE_DIM}-dim oracle. "
                      f"Fix: --config.stage1.z_dim={ORACLE_DIM}")
   t0 = time.time()
-  videos, examples = _generate(range(FLAGS.num_train), r)
-  test_raw, test_examples = _generate(range(10**6, 10**6 + FLAGS.num_test), r)
+  scene = shapes_builder.scene_of(config.data.builder_config)  # The config's data variant.
+  videos, examples = _generate(range(FLAGS.num_train), r, scene)
+  test_raw, test_examples = _generate(range(10**6, 10**6 + FLAGS.num_test), r, scene)
   test_videos = jnp.asarray(test_raw[:, :length], jnp.float32) / 127.5 - 1
   test_z = jnp.asarray(np.stack([_oracle_z(e, 0, length - 1, s1.z_dim, r)
                                  for e in test_examples]))
@@ -110,7 +113,7 @@ def main(argv):
   copy_x0 = common.psnr(jnp.broadcast_to(test_videos[:, :1], target.shape), target)
   temporal_mean = common.psnr(jnp.broadcast_to(target.mean(1, keepdims=True), target.shape), target)
   oracle = _train(config, videos, examples, test_videos, test_z, True)
-  result = {"resolution": r, "batch_size": s1.batch_size, "lr": s1.lr, "dec_nf": s1.dec_nf,
+  result = {"builder_config": config.data.builder_config, "resolution": r, "batch_size": s1.batch_size, "lr": s1.lr, "dec_nf": s1.dec_nf,
             "steps": FLAGS.steps, "psnr_oracle_z": oracle}
   if FLAGS.zero_baseline:
     zero = _train(config, videos, examples, test_videos, test_z, False)

@@ -168,3 +168,58 @@ def test_process_pool_build_matches_serial_generation(tmp_path, monkeypatch):
   for r in records:
     ref = shapes_builder.example_for("train", int(r["index"]), 32)
     assert all(r[k].tobytes() == ref[k].tobytes() for k in ref)
+
+
+def test_single_scene_one_large_object_on_a_static_texture():
+  """The demo's scene (`res32_single`): exactly one object of radius 0.15-0.22, no drift, so
+  every pixel outside the object is the same in every frame."""
+  for s in range(12):
+    ex = shapes.generate_example(np.random.default_rng([9, s]), 32, scene=shapes.SINGLE)
+    assert ex["num_objects"] == 1
+    assert 0.15 <= ex["radius"][0] <= 0.22 and not ex["radius"][1:].any()
+    assert not ex["drift"].any()
+    masks = shapes.object_masks(ex["positions"], ex["radius"], ex["shape_kind"], 1, 32)[:, 0]
+    outside = ~masks.any(axis=0)  # Pixels the object never covers.
+    video = ex["video"].astype(int)
+    assert np.array_equal(video[:, outside], np.broadcast_to(video[:1, outside],
+                                                             video[:, outside].shape))
+    assert not np.array_equal(ex["positions"][0], ex["positions"][-1])  # The object moves.
+
+
+def test_default_scene_and_scene_validation():
+  """Without a scene, generate_example draws the default (original) scene."""
+  a = shapes.generate_example(np.random.default_rng(11), 32)
+  b = shapes.generate_example(np.random.default_rng(11), 32, scene=shapes.DEFAULT_SCENE)
+  assert all(np.array_equal(a[k], b[k]) for k in a)
+  with pytest.raises(ValueError, match="radius"):
+    shapes.Scene(radius_range=(0.3, 0.6))
+  with pytest.raises(ValueError, match="min_objects"):
+    shapes.Scene(min_objects=2, max_objects=1)
+
+
+def test_true_futures_follow_the_generator_physics():
+  start, radius = np.array([0.3, 0.7]), 0.2
+  futures = shapes.true_futures(start, radius, np.random.default_rng(0), 64, 17, shapes.SINGLE)
+  assert futures.shape == (64, 17, 2)
+  np.testing.assert_allclose(futures[:, 0], np.broadcast_to(start, (64, 2)))
+  steps = np.abs(np.diff(futures, axis=1))  # Bounces flip signs, |dx| and |dy| stay constant.
+  np.testing.assert_allclose(steps, np.broadcast_to(steps[:, :1], steps.shape), atol=1e-12)
+  speed = np.linalg.norm(steps[:, 0], axis=-1)
+  lo, hi = shapes.SINGLE.speed_range
+  assert np.all((speed >= lo - 1e-12) & (speed <= hi + 1e-12))
+  assert np.all((futures >= radius - 1e-9) & (futures <= 1 - radius + 1e-9))
+  assert futures[:, -1].std(axis=0).mean() > 0.05  # Fresh velocities: different endings.
+
+
+def test_single_builder_config_and_scene_lookup(tmp_path):
+  assert shapes_builder.scene_of("res32_single") == shapes.SINGLE
+  assert shapes_builder.scene_of("res64") == shapes.DEFAULT_SCENE
+  with pytest.raises(ValueError, match="res32_single"):
+    shapes_builder.scene_of("res33")
+  builder = shapes_builder.I2vShapes(config="res32_single", data_dir=str(tmp_path),
+                                     num_examples={"train": 2, "test": 1})
+  builder.download_and_prepare()
+  record = next(iter(tfds.as_numpy(builder.as_dataset(split="test"))))
+  expected = shapes_builder.example_for("test", 0, 32, "single")
+  np.testing.assert_array_equal(record["video"], expected["video"])
+  assert record["num_objects"] == 1

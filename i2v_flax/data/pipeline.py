@@ -61,12 +61,12 @@ def source(data_config: ml_collections.ConfigDict) -> Source:
   name = data_config.name
   if name == "shapes":
     cfg = data_config.builder_config or shapes_builder.I2vShapes.DEFAULT_CONFIG_NAME
-    known = [c.name for c in shapes_builder.I2vShapes.BUILDER_CONFIGS]
-    if cfg not in known:
-      raise ValueError(f"Unknown shapes builder_config {cfg!r}; use one of {known} "
-                       f"(--config.data.builder_config=res64).")
+    builder_configs = {c.name: c for c in shapes_builder.I2vShapes.BUILDER_CONFIGS}
+    if cfg not in builder_configs:
+      raise ValueError(f"Unknown shapes builder_config {cfg!r}; use one of "
+                       f"{list(builder_configs)} (--config.data.builder_config=res64).")
     return Source(name, f"i2v_shapes/{cfg}", shapes_builder.shapes.NUM_FRAMES,
-                  int(cfg[3:]), "video", SHAPES_META)
+                  builder_configs[cfg].resolution, "video", SHAPES_META)
   if name == "bair":
     return Source(name, "bair_robot_pushing_small", 30, 64, "image_aux1", ("endeffector_pos",),
                   decoders={"image_main": tfds.decode.SkipDecoding()})

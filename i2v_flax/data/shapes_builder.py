@@ -6,7 +6,9 @@ CRC32 of the split name, so every build (any machine, any order) yields identica
 the evaluation can regenerate any example from its `index`. Shuffling at write time is disabled:
 records are stored in index order, so "the first N test videos" are indices 0..N-1.
 
-Configs: res32, res64 (default), res128 (24 frames each); splits train 4,000, test 256.
+Configs: res32, res64 (default), res128 (24 frames each; the original scene: 1-3 small objects
+on a drifting texture) and res32_single, res64_single (`shapes.SINGLE`: one large object on a
+static texture, what the CPU demo trains on); splits train 4,000, test 256.
 Smaller builds (for tests) pass `num_examples={'train': 16, 'test': 8}` to the constructor; the
 split sizes are recorded in the dataset info, so readers see the real count.
 """
@@ -58,23 +60,35 @@ def encode_png(frame: np.ndarray) -> bytes:
           + _png_chunk(b"IDAT", zlib.compress(filtered.tobytes(), 1)) + _png_chunk(b"IEND", b""))
 
 
-def _encoded_example(args: tuple[str, int, int]) -> dict[str, Any]:
+def _encoded_example(args: tuple[str, int, int, str]) -> dict[str, Any]:
   """Generate and PNG-encode one example (runs in worker processes for big builds)."""
-  split, index, resolution = args
-  example = example_for(split, index, resolution)
+  split, index, resolution, scene = args
+  example = example_for(split, index, resolution, scene)
   example["index"] = np.int32(index)
   example["video"] = [encode_png(frame) for frame in example["video"]]
   return example
 
 
-def example_for(split: str, index: int, resolution: int) -> dict[str, np.ndarray]:
-  """Exactly the example stored at `index` of `split` at this resolution."""
-  return shapes.generate_example(np.random.default_rng([split_seed(split), index]), resolution)
+def example_for(split: str, index: int, resolution: int,
+                scene: str = "default") -> dict[str, np.ndarray]:
+  """Exactly the example stored at `index` of `split` at this resolution and scene."""
+  return shapes.generate_example(np.random.default_rng([split_seed(split), index]), resolution,
+                                 scene=shapes.SCENES[scene])
 
 
 @dataclasses.dataclass
 class ShapesConfig(tfds.core.BuilderConfig):
   resolution: int = 64
+  scene: str = "default"  # A key of shapes.SCENES.
+
+
+def scene_of(builder_config: str) -> shapes.Scene:
+  """The scene a builder config name (e.g. 'res32_single') was generated with."""
+  for config in I2vShapes.BUILDER_CONFIGS:
+    if config.name == builder_config:
+      return shapes.SCENES[config.scene]
+  known = [c.name for c in I2vShapes.BUILDER_CONFIGS]
+  raise ValueError(f"Unknown shapes builder_config {builder_config!r}; use one of {known}.")
 
 
 class I2vShapes(tfds.core.GeneratorBasedBuilder):
@@ -83,8 +97,13 @@ class I2vShapes(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
   BUILDER_CONFIGS = [
-      ShapesConfig(name=f"res{r}", resolution=r, description=f"{r}x{r} frames, 24 per video.")
+      ShapesConfig(name=f"res{r}", resolution=r,
+                   description=f"{r}x{r} frames, 24 per video, 1-3 objects, drifting texture.")
       for r in (32, 64, 128)
+  ] + [
+      ShapesConfig(name=f"res{r}_single", resolution=r, scene="single",
+                   description=f"{r}x{r} frames, 24 per video, one large object, static texture.")
+      for r in (32, 64)
   ]
   DEFAULT_CONFIG_NAME = "res64"
 
@@ -130,7 +149,8 @@ class I2vShapes(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, split: str, num: int) -> Iterator[tuple[int, dict[str, Any]]]:
     """Examples in index order; big builds generate in a process pool (fork: workers only run
     numpy/zlib, and forking skips re-importing TensorFlow)."""
-    jobs = [(split, i, self.builder_config.resolution) for i in range(num)]
+    jobs = [(split, i, self.builder_config.resolution, self.builder_config.scene)
+            for i in range(num)]
     workers = min(os.cpu_count() or 1, MAX_WORKERS)
     if num < POOL_MIN_EXAMPLES or workers < 2:
       results = map(_encoded_example, jobs)
