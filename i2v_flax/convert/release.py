@@ -114,8 +114,9 @@ def converted_config(config: ml_collections.ConfigDict, sds: Mapping[str, Mappin
   if "encoder" in sds:
     _set(c, "stage1", conv1.stage1_overrides_from_state_dicts(sds["encoder"], sds["decoder"]),
          "the checkpoint shapes")
-  if "dec_coords" in s1:
-    s1.dec_coords = False  # Not in the reference.
+  for field, reference_value in (("dec_coords", False), ("dec_output", "rgb")):
+    if field in s1:
+      s1[field] = reference_value  # Demo departures (config_lib): not in the reference.
   side = 4 * int(np.prod(s1.dec_up_s))
   if side != int(c.data.resolution):
     raise ConversionError(
