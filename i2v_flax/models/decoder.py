@@ -16,6 +16,45 @@ import ml_collections
 from i2v_flax.models.layers import ADAIN, SPADE, Conv, group_norm, resolve_conv3d_impl
 
 
+def frame_coordinates(x: jax.Array) -> jax.Array:
+  """(B, T, H, W, C) -> (B, T, H, W, 3) channels (t, y, x), each in (-1, 1) at cell centres.
+
+  t is the position of the block's frame in the clip (a block at T = 2 has t = -0.5, 0.5), so
+  every block agrees on which frame is when whatever its temporal resolution.
+  """
+  b, t, h, w, _ = x.shape
+  centres = lambda n: (jnp.arange(n, dtype=jnp.float32) + 0.5) / n * 2 - 1  # noqa: E731
+  grid = jnp.stack(jnp.meshgrid(centres(t), centres(h), centres(w), indexing="ij"), axis=-1)
+  return jnp.broadcast_to(grid, (b, t, h, w, 3))
+
+
+def warp_bilinear(image: jax.Array, flow: jax.Array) -> jax.Array:
+  """Backward warp: out[b, t, y, x] = image[b] sampled at (y + flow_y, x + flow_x), bilinear.
+
+  image (B, H, W, C); flow (B, T, H, W, 2) in pixels as (dx, dy); samples outside the frame
+  take the nearest border pixel. Differentiable in both the image and the flow.
+  """
+  b, h, w, c = image.shape
+  t = flow.shape[1]
+  ys, xs = jnp.meshgrid(jnp.arange(h, dtype=flow.dtype), jnp.arange(w, dtype=flow.dtype),
+                        indexing="ij")
+  sx = jnp.clip(xs + flow[..., 0], 0, w - 1)
+  sy = jnp.clip(ys + flow[..., 1], 0, h - 1)
+  x0, y0 = jnp.floor(sx), jnp.floor(sy)
+  wx, wy = (sx - x0)[..., None], (sy - y0)[..., None]
+  x0, y0 = x0.astype(jnp.int32), y0.astype(jnp.int32)
+  x1, y1 = jnp.minimum(x0 + 1, w - 1), jnp.minimum(y0 + 1, h - 1)
+  flat = image.reshape(b, h * w, c)
+
+  def gather(yy, xx):
+    idx = (yy * w + xx).reshape(b, t * h * w, 1)
+    return jnp.take_along_axis(flat, idx, axis=1).reshape(b, t, h, w, c)
+
+  top = gather(y0, x0) * (1 - wx) + gather(y0, x1) * wx
+  bottom = gather(y1, x0) * (1 - wx) + gather(y1, x1) * wx
+  return top * (1 - wy) + bottom * wy
+
+
 def upsample_nearest(x: jax.Array, factors: Sequence[int]) -> jax.Array:
   """Nearest-neighbour upsampling of (B, T, H, W, C) by integer factors (t, h, w)."""
   for axis, f in zip((1, 2, 3), factors):
@@ -32,6 +71,7 @@ class VideoResBlock(nn.Module):
   spectral_norm: bool = True
   impl: str = "native"
   dtype: str = "float32"
+  coords: bool = False  # Concatenate (t, y, x) channels to conv0's input (not in the reference).
 
   @nn.compact
   def __call__(self, x: jax.Array, x0: jax.Array, z: jax.Array, update_stats: bool = False
@@ -41,6 +81,8 @@ class VideoResBlock(nn.Module):
     conv = lambda f, name: Conv(f, (3, 3, 3), spectral_norm=self.spectral_norm,  # noqa: E731
                                 impl=self.impl, dtype=self.dtype, name=name)
     dx = nn.leaky_relu(SPADE(self.spade_hidden, name="spade")(x, x0), 0.2)
+    if self.coords:
+      dx = jnp.concatenate([dx, frame_coordinates(dx)], axis=-1)
     dx = conv(n_mid, "conv0")(dx, update_stats)
     dx = nn.leaky_relu(ADAIN(name="adain")(dx, z), 0.2)
     dx = conv(self.features, "conv1")(dx, update_stats)
@@ -52,7 +94,15 @@ class VideoResBlock(nn.Module):
 
 
 class Decoder(nn.Module):
-  """(x0 (B, H, W, 3), z (B, z_dim)) -> frames x_1..x_16 (B, 16, H, W, 3) in [-1, 1]."""
+  """(x0 (B, H, W, 3), z (B, z_dim)) -> frames x_1..x_16 (B, 16, H, W, 3) in [-1, 1].
+
+  `coords` is a departure from the reference for small CPU models (off by default): with
+  nearest-neighbour temporal upsampling, the blocks can only tell repeated frames apart through
+  the zero padding of their temporal convolutions; explicit (t, y, x) channels give every block
+  the time and place it is rendering, so "the object is at p_0 + v t" is a local computation.
+  `output='warp'` (off by default) blends the generated frame with x_0 warped by a predicted
+  flow, `m * warp(x_0, flow) + (1 - m) * rgb`, so pixels that only move keep x_0's exact colours.
+  """
 
   nf: int = 64
   up_t: Sequence[int] = (2, 2, 2, 2, 1)
@@ -61,6 +111,8 @@ class Decoder(nn.Module):
   spectral_norm: bool = True
   impl: str = "native"
   dtype: str = "float32"
+  coords: bool = False
+  output: str = "rgb"  # 'rgb' (reference) or 'warp' (demo departure, see below).
 
   @nn.compact
   def __call__(self, x0: jax.Array, z: jax.Array, update_stats: bool = False) -> jax.Array:
@@ -68,7 +120,7 @@ class Decoder(nn.Module):
     b = z.shape[0]
     x = nn.Dense(16 * nf * 4 * 4, name="fc")(z).reshape(b, 1, 4, 4, 16 * nf)
     block = lambda f, name: VideoResBlock(f, self.spade_hidden, self.spectral_norm,  # noqa: E731
-                                          self.impl, self.dtype, name=name)
+                                          self.impl, self.dtype, self.coords, name=name)
     x = block(16 * nf, "head")(x, x0, z, update_stats)
     for i, (f, ut, us) in enumerate(zip((16 * nf, 8 * nf, 4 * nf, 2 * nf, nf),
                                         self.up_t, self.up_s)):
@@ -78,12 +130,25 @@ class Decoder(nn.Module):
       raise ValueError(
           f"Decoder output is {x.shape[2:4]} but x_0 is {x0.shape[1:3]}. Fix "
           "config.stage1.dec_up_s so that 4 * prod(dec_up_s) equals config.data.resolution.")
-    x = Conv(3, (3, 3, 3), impl=self.impl, dtype=self.dtype, name="out")(nn.leaky_relu(x, 0.2))
-    return jnp.tanh(x)
+    x = nn.leaky_relu(x, 0.2)
+    rgb = jnp.tanh(Conv(3, (3, 3, 3), impl=self.impl, dtype=self.dtype, name="out")(x))
+    if self.output == "rgb":
+      return rgb
+    if self.output != "warp":
+      raise ValueError(f"Decoder output={self.output!r} is not 'rgb' or 'warp'. Fix: "
+                       "--config.stage1.dec_output=rgb")
+    # Zero-initialised: a fresh head copies x_0 (flow 0) and the generated frame half-half.
+    head = nn.Conv(3, (3, 3, 3), padding=1, kernel_init=nn.initializers.zeros,
+                   name="warp_head")(x)
+    flow = head[..., :2] * (x0.shape[1] / 4.0)  # Pixels; a unit output moves a quarter frame.
+    mask = nn.sigmoid(head[..., 2:])
+    return mask * warp_bilinear(x0, flow) + (1 - mask) * rgb
 
 
 def make_decoder(config: ml_collections.ConfigDict) -> Decoder:
   s1 = config.stage1
   return Decoder(nf=s1.dec_nf, up_t=tuple(s1.dec_up_t), up_s=tuple(s1.dec_up_s),
                  spade_hidden=s1.spade_hidden, spectral_norm=s1.spectral_norm,
-                 impl=resolve_conv3d_impl(s1.conv3d_impl), dtype=config.compute_dtype)
+                 impl=resolve_conv3d_impl(s1.conv3d_impl), dtype=config.compute_dtype,
+                 coords=bool(s1.get("dec_coords", False)),
+                 output=str(s1.get("dec_output", "rgb")))
