@@ -175,15 +175,17 @@ def cinn_variables(state_dict: Mapping[str, Any], eta_dim: int = 30, control_eve
                          "checkpoint, or re-initialise with cinn.data_init_actnorms on a batch.")
     perm = sd[p + "shuffle.forward_shuffle_idx"].astype(np.int64)
     if sorted(perm.tolist()) != list(range(arch.dim)):
-      raise ConvertError(f"{p}shuffle.forward_shuffle_idx is not a permutation of 0..{arch.dim - 1}.")
+      raise ConvertError(f"{p}shuffle.forward_shuffle_idx is not a permutation of "
+                         f"0..{arch.dim - 1}: the checkpoint is corrupt.")
     if not np.array_equal(sd[p + "shuffle.backward_shuffle_idx"], np.argsort(perm)):
       raise ConvertError(f"{p}shuffle.backward_shuffle_idx is not argsort(forward_shuffle_idx); "
                          "the checkpoint is inconsistent.")
     coupling = {}
     for net, name in _CINN_NETS.items():
+      linear = f"{p}coupling.{net}.main."
       coupling[name] = {
-          f"Dense_{j}": {"kernel": sd[f"{p}coupling.{net}.main.{2 * j}.weight"].T.astype(np.float32),
-                         "bias": sd[f"{p}coupling.{net}.main.{2 * j}.bias"].astype(np.float32)}
+          f"Dense_{j}": {"kernel": sd[f"{linear}{2 * j}.weight"].T.astype(np.float32),
+                         "bias": sd[f"{linear}{2 * j}.bias"].astype(np.float32)}
           for j in range(arch.num_hidden_layers + 2)}
     params[f"block_{i}"] = {
         "actnorm": {"loc": sd[p + "norm_layer.loc"].reshape(-1).astype(np.float32),

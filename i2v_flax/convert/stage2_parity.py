@@ -29,8 +29,9 @@ def _check_config(fx: Fixture, found: dict) -> None:
   """The fixture's constructor arguments must agree with what the converter inferred."""
   bad = {k: (fx.config[k], v) for k, v in found.items() if k in fx.config and fx.config[k] != v}
   if bad:
-    raise ValueError(f"{fx.name}: inferred {({k: v[1] for k, v in bad.items()})} from the "
-                       f"weights, but the fixture config says {({k: v[0] for k, v in bad.items()})}.")
+    ours, theirs = {k: v[1] for k, v in bad.items()}, {k: v[0] for k, v in bad.items()}
+    raise ValueError(f"{fx.name}: inferred {ours} from the weights, but the fixture config says "
+                     f"{theirs}: the converter misreads this architecture.")
 
 
 def run_cinn(fx: Fixture) -> dict[str, np.ndarray]:
