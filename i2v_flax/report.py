@@ -104,12 +104,18 @@ def write_report(config: ml_collections.ConfigDict, workdir: str,
                                    1)), scale=4)
 
   # 3. Control: the same x_0 with different eta (on shapes: object 0 sent to each corner).
+  control_error = None
   if model.has_control:
     etas = _control_etas(config, eta[0])
     controlled = model.sample(np.repeat(x0[:1], len(etas), 0), 1, seed=2, eta=etas)[:, 0]
     files["control"] = video_io.write_video(
         os.path.join(out, "control.gif"), video_io.grid(video_io.to_uint8(controlled)[None]),
         scale=4)
+    if config.data.name == "shapes" and config.stage2.control == "continuous":
+      from i2v_flax import demo_eval
+      control_error = {"targets": etas[:, :2].tolist(), "final_pos_error_px":
+                       demo_eval.control_errors(controlled, etas, {
+                           k: v[0] for k, v in clips.items() if k not in ("video", "eta")})}
 
   # 4. A 32-frame video (two chained chunks, same nu).
   long = model.extend(x0[:2], length=32, num_samples=2, seed=3, eta=eta_x0[:2]
@@ -124,6 +130,11 @@ def write_report(config: ml_collections.ConfigDict, workdir: str,
       for stage in ("stage1", "stage2")}
   if config.data.name == "shapes":
     summary["shapes_metrics"] = _shapes_metrics(model, clips, samples)
+    if control_error is not None:
+      summary["control"] = control_error
+    if int(config.report.num_videos) > 0:
+      from i2v_flax import demo_eval
+      summary["evaluation"] = demo_eval.evaluate_demo(config, workdir, model)
   _write_json(os.path.join(out, "summary.json"), summary)
   logging.info("Report written to %s: %s", out, ", ".join(sorted(files)))
   return summary

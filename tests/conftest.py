@@ -1,14 +1,16 @@
 """Shared pytest fixtures.
 
-`shapes_data_dir` (session scope): a TFDS data_dir holding a tiny `i2v_shapes/res32` build
-(train 16 videos, test 8; ~2 s once per session). Point a config at it:
+`shapes_data_dir` (session scope): a TFDS data_dir holding tiny `i2v_shapes/res32_single` (the
+demo config's data) and `i2v_shapes/res32` builds (train 16 videos, test 8; ~2 s each, once per
+session). Point a config at it:
 
     def test_something(shapes_data_dir):
       config = config_lib.load_config("configs/shapes.py:tiny")
       config.data.data_dir = shapes_data_dir
       batch = next(i2v_flax.data.create_iterator(config.data, "train", 4))
 
-The records are exactly `i2v_flax.data.shapes_builder.example_for(split, i, 32)` for i in order,
+The records are exactly `i2v_flax.data.shapes_builder.example_for(split, i, 32, scene)` for i in
+order (scene 'single' for res32_single, 'default' for res32),
 so tests can compare against regenerated ground truth. Treat the folder as read-only.
 """
 
@@ -25,8 +27,9 @@ SHAPES_TINY_SIZES = {"train": 16, "test": 8}
 def shapes_data_dir(tmp_path_factory) -> str:
   from i2v_flax.data import shapes_builder
   data_dir = str(tmp_path_factory.mktemp("tfds_shapes"))
-  shapes_builder.I2vShapes(config="res32", data_dir=data_dir,
-                           num_examples=SHAPES_TINY_SIZES).download_and_prepare()
+  for builder_config in ("res32_single", "res32"):
+    shapes_builder.I2vShapes(config=builder_config, data_dir=data_dir,
+                             num_examples=SHAPES_TINY_SIZES).download_and_prepare()
   return data_dir
 
 

@@ -35,7 +35,7 @@ def test_shapes_train_batch_matches_ground_truth(shapes_data_dir):
   assert batch["video"].min() >= -1 and batch["video"].max() <= 1
   assert np.all((batch["start"] >= 0) & (batch["start"] <= 7))
   for b in range(4):
-    ref = shapes_builder.example_for("train", int(batch["index"][b]), 32)
+    ref = shapes_builder.example_for("train", int(batch["index"][b]), 32, "single")
     s = int(batch["start"][b])
     np.testing.assert_allclose(batch["video"][b], ref["video"][s:s + 17] / 127.5 - 1, atol=1e-6)
     np.testing.assert_array_equal(batch["positions"][b], ref["positions"][s:s + 17])
@@ -66,7 +66,7 @@ def test_shapes_test_split_order_remainder_and_limit(shapes_data_dir):
   assert [len(b["video"]) for b in batches] == [3, 3, 2]  # Remainder kept: every video once.
   assert np.concatenate([b["index"] for b in batches]).tolist() == list(range(8))
   assert all(np.all(b["start"] == 0) for b in batches)
-  ref = shapes_builder.example_for("test", 0, 32)
+  ref = shapes_builder.example_for("test", 0, 32, "single")
   np.testing.assert_allclose(batches[0]["video"][0], ref["video"][:17] / 127.5 - 1, atol=1e-6)
   limited = list(data.create_iterator(cfg, "test", 2, repeat=False, max_examples=5,
                                       with_metadata=True))
@@ -135,7 +135,7 @@ def test_geometric_augmentation_keeps_positions_on_the_pixels(shapes_data_dir, r
     batch = next(it)
     for b in range(4):
       top = int(batch["num_objects"][b]) - 1  # Drawn last, never occluded.
-      ref = shapes_builder.example_for("train", int(batch["index"][b]), 32)
+      ref = shapes_builder.example_for("train", int(batch["index"][b]), 32, "single")
       s = int(batch["start"][b])
       flips += int(np.sign(batch["drift"][b, 0]) != np.sign(ref["drift"][0]))
       for t in (0, 16):

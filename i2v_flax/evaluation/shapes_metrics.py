@@ -23,6 +23,11 @@ against a feature network:
                     (the initial velocity, which x_0 does not show: the stochastic part).
   final_pos_spread  (diversity) per x_0, std over samples of object 0's final position, mean of
                     the x and y stds, in px; mean over x_0s.
+  true_final_pos_spread  the same for the *true* futures of each x_0: the generator's physics
+                    from object 0's real start position with fresh velocities
+                    (`true_final_position_spread`), as many per x_0 as there are samples, so
+                    the two spreads are estimated alike. Samples should reach a good fraction of
+                    it: a model that sends every sample the same way has spread ~0.
 
 Tracking: an object's pixels are those within `tol` (max over RGB, uint8 units) of its colour;
 an object counts as found when enough pixels match and at least half of them fall inside the
@@ -37,7 +42,7 @@ Positions are in the generator's normalised convention
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -184,7 +189,7 @@ def _speeds(pos_px: np.ndarray, found: np.ndarray) -> np.ndarray:
   return np.linalg.norm(np.diff(pos_px, axis=0), axis=-1)[ok]
 
 
-def _speed_stats(pos: np.ndarray, found: np.ndarray, res: int) -> tuple[float, float]:
+def speed_stats(pos: np.ndarray, found: np.ndarray, res: int) -> tuple[float, float]:
   """Mean over (video, object) of the std and the mean of per-frame speed (>= 3 displacements)."""
   stds, means = [], []
   for v in range(pos.shape[0]):
@@ -230,8 +235,8 @@ def shapes_metrics(real: np.ndarray, fake: np.ndarray, metadata: Mapping[str, np
       real, metadata, tol)
   fake_pos, fake_found = track_objects(fake, metadata, tol)
   slots = np.arange(real_pos.shape[2])[None] < np.asarray(metadata["num_objects"]).reshape(-1, 1)
-  speed_std, mean_speed = _speed_stats(fake_pos, fake_found, res)
-  speed_std_real, _ = _speed_stats(real_pos, real_found, res)
+  speed_std, mean_speed = speed_stats(fake_pos, fake_found, res)
+  speed_std_real, _ = speed_stats(real_pos, real_found, res)
   target = _final_target(metadata, eta)
   final_ok = fake_found[:, -1, 0]
   err = np.linalg.norm(fake_pos[:, -1, 0] - target, axis=-1)[final_ok] * res
@@ -263,6 +268,26 @@ def final_position_spread(samples: np.ndarray, metadata: Mapping[str, np.ndarray
   ok = found[:, -1, 0].reshape(n, s)
   spreads = [final[v][ok[v]].std(axis=0).mean() for v in range(n) if ok[v].sum() >= 2]
   return float(np.mean(spreads)) if spreads else np.nan
+
+
+def true_final_position_spread(metadata: Mapping[str, np.ndarray], num_samples: int,
+                               num_frames: int, resolution: int, scene: Any,
+                               seed: int = 0) -> float:
+  """The final-position spread (px) of the true futures of each x_0 (see module docstring).
+
+  metadata: positions (N, T, K, 2) of the real clips (frame 0 = x_0) and radius (N, K);
+  scene: the `shapes.Scene` the data was generated with (its speed range); num_frames: frames
+  including x_0. Uses std with ddof=0 over `num_samples` futures, like `final_position_spread`.
+  """
+  from i2v_flax.data import shapes
+  if num_samples < 2:
+    raise ValueError(f"A spread needs at least 2 samples per x_0, got {num_samples}.")
+  rng = np.random.default_rng(seed)
+  starts = np.asarray(metadata["positions"], np.float64)[:, 0, 0]
+  radius = np.asarray(metadata["radius"], np.float64)[:, 0]
+  spreads = [shapes.true_futures(start, r, rng, num_samples, num_frames, scene)[:, -1].std(
+      axis=0).mean() * resolution for start, r in zip(starts, radius)]
+  return float(np.mean(spreads))
 
 
 def report_metrics(clips: Mapping[str, np.ndarray], samples: np.ndarray,

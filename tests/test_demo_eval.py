@@ -1,0 +1,62 @@
+"""The demo report's ground-truth evaluation: stage-1 held-out numbers, the true-future spread and
+the control error, on inputs whose answers are known."""
+
+import numpy as np
+import pytest
+
+from i2v_flax import demo_eval, sampling
+from i2v_flax.data import shapes
+from i2v_flax.evaluation import shapes_metrics
+
+
+def _example(seed, scene=shapes.SINGLE, frames=17):
+  return shapes.generate_example(np.random.default_rng([5, seed]), 32, frames, scene=scene)
+
+
+def _meta(examples):
+  return {k: np.stack([e[k] for e in examples]) for k in
+          ("positions", "colors", "radius", "num_objects", "shape_kind")}
+
+
+def test_true_final_spread_grows_with_speed_and_vanishes_without_motion():
+  meta = _meta([_example(s) for s in range(6)])
+  still = shapes.Scene(min_objects=1, max_objects=1, radius_range=(0.15, 0.22),
+                       speed_range=(0.0, 0.0), drift_range=(0.0, 0.0))
+  slow = shapes.Scene(min_objects=1, max_objects=1, radius_range=(0.15, 0.22),
+                      speed_range=(0.2 / 32, 0.3 / 32), drift_range=(0.0, 0.0))
+  args = dict(num_samples=8, num_frames=17, resolution=32)
+  assert shapes_metrics.true_final_position_spread(meta, scene=still, **args) == 0.0
+  s_slow = shapes_metrics.true_final_position_spread(meta, scene=slow, **args)
+  s_demo = shapes_metrics.true_final_position_spread(meta, scene=shapes.SINGLE, **args)
+  assert 0 < s_slow < s_demo
+  # At most the largest possible displacement over 16 frames (1.6 px/frame * 16).
+  assert s_demo < 1.6 * 16
+  with pytest.raises(ValueError, match="2 samples"):
+    shapes_metrics.true_final_position_spread(meta, scene=shapes.SINGLE, num_samples=1,
+                                              num_frames=17, resolution=32)
+
+
+def test_control_errors_measure_the_distance_to_the_requested_position():
+  ex = _example(3)
+  video = ex["video"][1:].astype(np.float32) / 127.5 - 1  # (16, H, W, 3), the real future.
+  final = ex["positions"][-1, 0].astype(np.float64)
+  targets = np.stack([final, final + [4 / 32, 0.0], final + [0.0, -3 / 32]])
+  errors = demo_eval.control_errors(np.stack([video] * 3), targets,
+                                    {k: ex[k] for k in ("colors", "radius", "num_objects",
+                                                        "shape_kind")})
+  np.testing.assert_allclose(errors, [0.0, 4.0, 3.0], atol=0.15)
+  blank = np.zeros_like(video)[None]  # No object anywhere: reported as lost, not as 0 px.
+  assert demo_eval.control_errors(blank, targets[:1], {k: ex[k] for k in (
+      "colors", "radius", "num_objects", "shape_kind")}) == [None]
+
+
+def test_stage1_heldout_numbers_on_the_trained_workdir(trained_workdir, shapes_data_dir):
+  model = sampling.load(trained_workdir)
+  videos = np.stack([_example(s)["video"] for s in range(6)]).astype(np.float32) / 127.5 - 1
+  out = demo_eval.stage1_heldout(model, videos)
+  target = videos[:, 1:]
+  copy = np.broadcast_to(videos[:, :1], target.shape)
+  expected_copy = np.mean(10 * np.log10(1 / np.mean(((copy - target) / 2) ** 2, axis=(1, 2, 3, 4))))
+  assert out["psnr_copy_x0"] == pytest.approx(expected_copy, abs=1e-3)
+  assert out["psnr_temporal_mean"] > out["psnr_copy_x0"]  # The mean frame knows the future.
+  assert out["num_videos"] == 6 and np.isfinite(out["psnr"]) and out["z_use"] > 0
