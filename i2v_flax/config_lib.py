@@ -47,6 +47,8 @@ def base_config() -> ml_collections.ConfigDict:
   s1.dec_nf = 64  # Decoder base width nf (blocks use 16nf..nf).
   s1.dec_up_t = (2, 2, 2, 2, 1)  # Decoder temporal upsampling before g0..g4 (product = 16 frames).
   s1.dec_up_s = (2, 2, 2, 2, 1)  # Decoder spatial upsampling before g0..g4 (4 * product = resolution).
+  s1.dec_coords = False  # Demo departure: (t, y, x) channels into every decoder block (README).
+  s1.dec_output = "rgb"  # 'rgb' (reference) or 'warp': blend with x_0 warped by a predicted flow.
   s1.spade_hidden = 128  # Width of SPADE's hidden 2-D conv on x_0.
   s1.spectral_norm = True  # Spectral norm on decoder convs and discriminators (one power iteration per step).
   s1.dt_widths = (64, 64, 128, 256, 512)  # Temporal discriminator stem + 4 stage widths.
@@ -119,6 +121,13 @@ def base_config() -> ml_collections.ConfigDict:
   e.fid_weights = ml_collections.FieldReference(None, field_type=str)  # InceptionV3 pool3 weights file for FID (user supplied).
   e.dtfvd_weights = ml_collections.FieldReference(None, field_type=str)  # DTFVD I3D weights: the reference's I3D_16.pth.tar (needs torch) or its .npz conversion.
   e.temperature = 1.0  # Sampling temperature of nu.
+
+  # ---------------------------------------------------------------- the main job's report
+  r = c.report = ml_collections.ConfigDict()
+  r.num_videos = 0  # shapes only: score the model on this many test videos in the report (0: off).
+  r.metrics = ("shapes",)  # Protocol metrics of that evaluation (cINN, w/o cINN, static).
+  r.num_sample_sets = 1  # Sample sets scored.
+  r.num_samples = 4  # Samples per x_0 for the final-position spread.
   return c
 
 
@@ -158,6 +167,7 @@ def shrink_to_tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   s2.sample_every = 2
   s2.checkpoint_every = 2
   c.eval.num_videos = 8
+  c.report.num_videos = min(c.report.num_videos, 8)
   c.eval.num_sample_sets = 2
   c.eval.div_num_samples = 2
   c.eval.batch_size = 4
