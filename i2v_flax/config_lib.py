@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from i2v_flax import errors
+
 KNOWN_DATASETS = ("shapes", "bair", "iper", "landscape", "dtdb")
 DTDB_TEXTURES = ("fire", "vegetation", "waterfall", "clouds")
 
@@ -181,7 +183,7 @@ def parse_arg(arg: str | None) -> tuple[str | None, bool]:
   tiny = "tiny" in parts
   rest = [p for p in parts if p != "tiny"]
   if len(rest) > 1:
-    raise ValueError(f"Config arg {arg!r} names several variants {rest}; give at most one plus 'tiny'.")
+    raise errors.InvalidInput(f"Config arg {arg!r} names several variants {rest}; give at most one plus 'tiny'.")
   return (rest[0] if rest else None), tiny
 
 
@@ -194,7 +196,7 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
   if not os.path.exists(path):
     here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), path)
     if not os.path.exists(here):
-      raise FileNotFoundError(f"Config file {path!r} not found (also looked in {here!r}).")
+      raise errors.MissingInput(f"Config file {path!r} not found (also looked in {here!r}).")
     path = here
   module_spec = importlib.util.spec_from_file_location(
       "i2v_config_" + os.path.basename(path)[:-3], path)

@@ -5,21 +5,36 @@
   python -m i2v_flax.main --config=configs/bair.py --workdir=DIR --mode=train_stage2
   python -m i2v_flax.main --config=configs/bair.py --workdir=DIR --mode=eval
 Override any config field: --config.stage1.batch_size=4
+
+The console shows one progress bar per phase and, at the end, what was written where; the full
+TensorFlow/absl output goes to DIR/logs/ (`--verbosity=1` shows it too). Mistakes in flags,
+configs or the workdir print one `error: ... Fix: ...` line (i2v_flax.cli).
 """
 
-import importlib
+from __future__ import annotations
 
-from absl import app, flags, logging
+import contextlib
+import glob
+import importlib
+import os
+import time
+from typing import Iterator
+
+from absl import flags, logging
 from ml_collections import config_flags
 
+from i2v_flax import cli, config_check, console, errors, progress
+
 FLAGS = flags.FLAGS
+# allow_override: i2v_flax.sample and .convert define the same names; a process (a test run)
+# may import several entry points, each parses only its own command line.
 config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/shapes.py[:tiny].",
-                                lock_config=True)
-flags.DEFINE_string("workdir", None, "Where checkpoints, logs, samples and reports go.")
-flags.DEFINE_enum("mode", "all", ["all", "train_stage1", "train_stage2", "eval"],
+                                lock_config=True, allow_override=True)
+flags.DEFINE_string("workdir", None, "Where checkpoints, logs, samples and reports go.",
+                    allow_override=True)
+flags.DEFINE_enum("mode", "all", list(config_check.MODES),
                   "all = train stage 1, train stage 2, then write the sample report.")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host pods).")
-flags.mark_flags_as_required(["config", "workdir"])
 
 # mode -> (module, function(config, workdir)); imported lazily so one mode never pays for another.
 _MODES = {
@@ -30,9 +45,66 @@ _MODES = {
 }
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+@contextlib.contextmanager
+def _report_bar() -> Iterator[None]:
+  """A 'report' phase bar around report.write_report while --mode=all runs.
+
+  report.py is the lead's file; until it opens the bar itself (`progress.phase('report', ...)`
+  inside write_report), main wraps the function for the duration of the run.
+  """
+  from i2v_flax import report
+  original = report.write_report
+  if getattr(original, "has_progress_bar", False):
+    yield
+    return
+
+  def write_report(*args, **kwargs):
+    with progress.phase("report", total=1) as bar:
+      summary = original(*args, **kwargs)
+      bar.update(1)
+    return summary
+
+  report.write_report = write_report
+  try:
+    yield
+  finally:
+    report.write_report = original
+
+
+def _summary(workdir: str, mode: str, seconds: float) -> str:
+  """What was written where, for the end of a run."""
+  rel = lambda *p: os.path.join(workdir, *p)  # noqa: E731
+  lines = [f"Done in {seconds / 60:.1f} min. Written to {workdir}:"]
+  gifs = sorted(glob.glob(rel("report", "*.gif")))
+  if gifs and mode == "all":
+    lines.append(f"  report GIFs   {rel('report')}/: {', '.join(map(os.path.basename, gifs))}")
+  if mode == "all" and os.path.exists(rel("report", "summary.json")):
+    lines.append(f"  summary       {rel('report', 'summary.json')}")
+  evals = sorted(glob.glob(rel("eval", "*.json")), key=os.path.getmtime)
+  if mode == "eval" and evals:
+    lines.append(f"  evaluation    {evals[-1]} (table: {evals[-1][:-5]}.md)")
+  stages = [s for s in ("stage1", "stage2") if os.path.isdir(rel("checkpoints", s))]
+  if stages:
+    lines.append(f"  checkpoints   {rel('checkpoints')}/: {', '.join(stages)}")
+  if glob.glob(rel("samples", "*.gif")):
+    lines.append(f"  training GIFs {rel('samples')}/")
+  lines.append(f"  full log      {rel('logs')}/")
+  lines.append(f"TensorBoard:  tensorboard --logdir {rel('tensorboard')}")
+  if stages == ["stage1", "stage2"]:
+    lines.append(f"Sample:       python -m i2v_flax.sample --workdir={workdir} --image=x0.png "
+                 "--out=samples.gif")
+  return "\n".join(lines)
+
+
+def main(argv: list[str]) -> None:
+  """Validate the config and the workdir, then run the mode (see the module docstring)."""
+  del argv
+  start = time.time()
+  config, workdir, mode = FLAGS.config, FLAGS.workdir, FLAGS.mode
+  if config is None or not workdir:
+    raise errors.InvalidInput("--config and --workdir are required. Fix: e.g. "
+                              "--config=configs/shapes.py --workdir=/tmp/shapes.")
+  config_check.check_mode(mode)
   # Keep TensorFlow (used only for tf.data/TFDS) off any accelerator.
   import tensorflow as tf
   tf.config.set_visible_devices([], "GPU")
@@ -42,9 +114,24 @@ def main(argv):
     jax.distributed.initialize()
   logging.info("JAX process %d/%d, devices: %s", jax.process_index(), jax.process_count(),
                jax.devices())
-  module_name, function_name = _MODES[FLAGS.mode]
-  getattr(importlib.import_module(module_name), function_name)(FLAGS.config, FLAGS.workdir)
+  config_check.check_config(config)
+  config_check.check_workdir(config, workdir, mode)
+  module_name, function_name = _MODES[mode]
+  with _report_bar() if mode == "all" else contextlib.nullcontext():
+    getattr(importlib.import_module(module_name), function_name)(config, workdir)
+  if jax.process_index() == 0:
+    print(_summary(workdir, mode, time.time() - start), file=console.terminal_out(), flush=True)
+
+
+def _log_dir() -> str | None:
+  return os.path.join(FLAGS.workdir, "logs") if FLAGS.workdir else None
+
+
+def run(argv: list[str] | None = None) -> int:
+  """The CLI as a function returning the exit status (tests call it in-process)."""
+  return cli.execute(main, argv, log_dir=_log_dir, log_prefix="main",
+                     created_dir=lambda: FLAGS.workdir)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  raise SystemExit(run())

@@ -12,6 +12,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from i2v_flax import errors
+
 DATA_AXIS = "data"
 
 
@@ -34,12 +36,12 @@ def check_global_batch(global_batch_size: int, mesh: Mesh) -> None:
   """Fail early with a fix when the batch cannot be split evenly over devices and hosts."""
   n_dev = mesh.devices.size
   if global_batch_size % n_dev:
-    raise ValueError(
+    raise errors.InvalidInput(
         f"Global batch size {global_batch_size} is not divisible by the {n_dev} devices of the "
         f"mesh. Fix: set the batch size to a multiple of {n_dev} "
         f"(e.g. --config.stage1.batch_size={max(n_dev, global_batch_size // n_dev * n_dev)}).")
   if global_batch_size % jax.process_count():
-    raise ValueError(
+    raise errors.InvalidInput(
         f"Global batch size {global_batch_size} is not divisible by the "
         f"{jax.process_count()} processes.")
 

@@ -14,11 +14,13 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
-from i2v_flax import video_io
+from i2v_flax import cli, config_check, console, errors, video_io
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Trained workdir (stage 1 + stage 2).")
+# allow_override: i2v_flax.main defines --workdir too (both may be imported in one process).
+_WORKDIR = flags.DEFINE_string("workdir", None, "Trained workdir (stage 1 + stage 2).",
+                               allow_override=True)
 _IMAGE = flags.DEFINE_list("image", None, "Start frame(s) x_0: PNG/JPEG/... any size or mode.")
 _OUT = flags.DEFINE_string("out", "samples.gif", "Output grid: .gif or .mp4.")
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 4, "Samples per start frame.")
@@ -41,13 +43,31 @@ def sample_to_files(workdir: str, images: list[str], out: str, num_samples: int 
                     length: int = 16, temperature: float = 1.0, seed: int = 0,
                     prior: str = "cinn", extend_mode: str = "nu", fps: float = 8.0,
                     scale: int = 4) -> dict[str, str]:
-  """Library form of the CLI; returns {'grid': path, 'frames': path}."""
+  """Library form of the CLI; returns {'grid': path, 'frames': path}.
+
+  Every argument is checked before the model loads; problems raise errors.UserError subclasses
+  (video_io.MediaError for inputs and outputs) naming the flag and the fix.
+  """
   ext = os.path.splitext(out)[1].lower()
   if ext not in (".gif", ".mp4"):
-    raise video_io.MediaError(f"--out must end in .gif or .mp4, got {out!r}.")
+    raise video_io.MediaError(f"--out must end in .gif or .mp4, got {out!r}. Fix: "
+                              f"--out={os.path.splitext(out)[0]}.gif (or .mp4).")
+  _check_numbers(num_samples=num_samples, length=length, temperature=temperature, fps=fps,
+                 scale=scale)
+  if not images:
+    raise errors.InvalidInput("No start image given. Fix: --image=x0.png (comma-separate "
+                              "several).")
   if not os.path.isdir(workdir):
-    raise FileNotFoundError(f"Workdir {workdir!r} does not exist. Fix: train one with "
-                            f"`python -m i2v_flax.main --config=configs/shapes.py --workdir={workdir}`.")
+    raise errors.MissingInput(
+        f"Workdir {workdir!r} does not exist. Fix: train one with `python -m i2v_flax.main "
+        f"--config=configs/shapes.py --workdir={workdir}`, or pass the --workdir of a trained run.")
+  if not config_check._has_checkpoint(os.path.join(workdir, "checkpoints", "stage2")):  # pylint: disable=protected-access
+    raise errors.MissingInput(
+        f"{workdir!r} holds no trained stage-2 model (no checkpoints/stage2). Fix: finish "
+        f"training (`python -m i2v_flax.main --config=... --workdir={workdir}`), or pass the "
+        "--workdir of a trained run.")
+  config_check.check_writable(os.path.dirname(os.path.abspath(out)), "--out's folder")
+  eta_values = config_check.check_sequence(eta, "--eta") if eta else None
   # Read every input before any heavy work, so a bad file fails fast and writes nothing.
   raw_images = [video_io.read_image(p, None) for p in images]
   video_a = None
@@ -62,7 +82,7 @@ def sample_to_files(workdir: str, images: list[str], out: str, num_samples: int 
   x0 = np.stack([video_io.resize_frames(im[None], r, p)[0] for im, p in zip(raw_images, images)])
   if video_a is not None:
     video_a = video_io.to_model_range(video_io.resize_frames(video_a, r, transfer_from))[None]
-  eta_arr = sampling.eta_from_values(model.config, [float(v) for v in eta]) if eta else None
+  eta_arr = sampling.eta_from_values(model.config, eta_values) if eta_values else None
   x0_f = video_io.to_model_range(x0)
   if video_a is not None:
     frames = model.transfer(np.repeat(video_a, len(x0), 0), x0_f, eta_a=eta_arr, eta_b=eta_arr)
@@ -83,19 +103,39 @@ def sample_to_files(workdir: str, images: list[str], out: str, num_samples: int 
   return paths
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+_LIMITS = {"num_samples": ("an integer >= 1", lambda v: v >= 1),
+           "length": ("an integer >= 1", lambda v: v >= 1),
+           "temperature": ("> 0", lambda v: v > 0), "fps": ("> 0", lambda v: v > 0),
+           "scale": ("an integer >= 1", lambda v: v >= 1)}
+
+
+def _check_numbers(**values: float) -> None:
+  for name, value in values.items():
+    rule, ok = _LIMITS[name]
+    if not (value == value and ok(value)):  # value == value: NaN fails too.
+      raise errors.InvalidInput(f"--{name}={value} must be {rule}. Fix: e.g. --{name}="
+                                f"{_FLAG_DEFAULTS[name]}.")
+
+
+_FLAG_DEFAULTS = {"num_samples": 4, "length": 16, "temperature": 1.0, "fps": 8.0, "scale": 4}
+
+
+def main(argv: list[str]) -> None:
+  """Sample, then print the grid's path (stdout; everything else goes to the log)."""
+  del argv
   if not _WORKDIR.value or not _IMAGE.value:
-    raise app.UsageError("--workdir and --image are required.")
-  try:
-    paths = sample_to_files(_WORKDIR.value, _IMAGE.value, _OUT.value, _NUM_SAMPLES.value,
-                            _TRANSFER.value, _ETA.value, _LENGTH.value, _TEMPERATURE.value,
-                            _SEED.value, _PRIOR.value, _EXTEND_MODE.value, _FPS.value, _SCALE.value)
-  except (video_io.MediaError, FileNotFoundError, ValueError) as e:
-    raise SystemExit(f"error: {e}") from None
-  print(paths["grid"])
+    raise errors.InvalidInput("--workdir and --image are required. Fix: e.g. "
+                              "--workdir=/tmp/shapes --image=x0.png.")
+  paths = sample_to_files(_WORKDIR.value, _IMAGE.value, _OUT.value, _NUM_SAMPLES.value,
+                          _TRANSFER.value, _ETA.value, _LENGTH.value, _TEMPERATURE.value,
+                          _SEED.value, _PRIOR.value, _EXTEND_MODE.value, _FPS.value, _SCALE.value)
+  print(paths["grid"], file=console.terminal_out(), flush=True)
+
+
+def run(argv: list[str] | None = None) -> int:
+  """The CLI as a function returning the exit status (tests call it in-process)."""
+  return cli.execute(main, argv, log_prefix="sample")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  raise SystemExit(run())

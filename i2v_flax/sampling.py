@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from i2v_flax import parallel
+from i2v_flax import errors, parallel
 from i2v_flax.train import stage1, stage2
 
 NUM_GENERATED_FRAMES = 16  # The decoder always produces x_1..x_16.
@@ -104,14 +104,14 @@ class VideoModel:
       x0 = x0[None]
     r = self.resolution
     if x0.ndim != 4 or x0.shape[1:] != (r, r, 3):
-      raise ValueError(f"x0 must be (B, {r}, {r}, 3) in [-1, 1], got {x0.shape}. Fix: read "
+      raise errors.InvalidInput(f"x0 must be (B, {r}, {r}, 3) in [-1, 1], got {x0.shape}. Fix: read "
                        "images with i2v_flax.video_io.read_image(path, model.resolution).")
     return x0
 
   def _check_eta(self, eta, batch: int, rng: np.random.Generator) -> np.ndarray | None:
     if not self.has_control:
       if eta is not None:
-        raise ValueError("This model was trained without control (config.stage2.control is "
+        raise errors.InvalidInput("This model was trained without control (config.stage2.control is "
                          "empty); drop eta or train with a control config.")
       return None
     dim = int(self.config.stage2.eta_dim)
@@ -121,7 +121,7 @@ class VideoModel:
     eta = np.asarray(eta, np.float32)
     eta = np.broadcast_to(eta, (batch, dim)) if eta.ndim == 1 else eta
     if eta.shape != (batch, dim):
-      raise ValueError(f"eta must be ({batch}, {dim}) or ({dim},), got {eta.shape}. Fix: build it "
+      raise errors.InvalidInput(f"eta must be ({batch}, {dim}) or ({dim},), got {eta.shape}. Fix: build it "
                        "with i2v_flax.sampling.eta_from_values(config, values).")
     return eta
 
@@ -141,7 +141,7 @@ class VideoModel:
 
   def _sample_with_z(self, x0, num_samples, temperature, seed, eta, prior):
     if prior not in ("cinn", "gaussian"):
-      raise ValueError(f"prior must be 'cinn' or 'gaussian', got {prior!r}.")
+      raise errors.InvalidInput(f"prior must be 'cinn' or 'gaussian', got {prior!r}.")
     x0 = self._check_x0(x0)
     b = x0.shape[0]
     rng = np.random.default_rng(seed)
@@ -162,7 +162,7 @@ class VideoModel:
     video = np.asarray(video, np.float32)
     r = self.resolution
     if video.ndim != 5 or video.shape[1:] != (NUM_GENERATED_FRAMES + 1, r, r, 3):
-      raise ValueError(f"video must be (B, 17, {r}, {r}, 3) in [-1, 1], got {video.shape}.")
+      raise errors.InvalidInput(f"video must be (B, 17, {r}, {r}, 3) in [-1, 1], got {video.shape}.")
     eta = self._check_eta(eta, video.shape[0], np.random.default_rng(0))
     return self._batched(self._explain, video, eta)
 
@@ -172,7 +172,7 @@ class VideoModel:
     nu = self.encode(video_a, eta_a)
     x0_b = self._check_x0(x0_b)
     if x0_b.shape[0] != nu.shape[0]:
-      raise ValueError(f"transfer needs as many x0_b ({x0_b.shape[0]}) as videos ({nu.shape[0]}).")
+      raise errors.InvalidInput(f"transfer needs as many x0_b ({x0_b.shape[0]}) as videos ({nu.shape[0]}).")
     eta_b = self._check_eta(eta_b if eta_b is not None else eta_a, x0_b.shape[0],
                             np.random.default_rng(0))
     frames, _ = self._batched(self._generate, x0_b, nu, eta_b)
@@ -189,9 +189,9 @@ class VideoModel:
     cINN (what the reference release does).
     """
     if mode not in ("nu", "z"):
-      raise ValueError(f"mode must be 'nu' or 'z', got {mode!r}.")
+      raise errors.InvalidInput(f"mode must be 'nu' or 'z', got {mode!r}.")
     if length < 1:
-      raise ValueError(f"length must be >= 1, got {length}.")
+      raise errors.InvalidInput(f"length must be >= 1, got {length}.")
     x0 = self._check_x0(x0)
     b = x0.shape[0]
     rng = np.random.default_rng(seed)
@@ -226,7 +226,7 @@ def random_eta(config: ml_collections.ConfigDict, batch: int,
   if dim == 4:
     return np.stack([data.shapes_eta(p, d) for p, d in
                      zip(rng.uniform(0.15, 0.85, (batch, 2)), direction)]).astype(np.float32)
-  raise ValueError(f"No eta prior for control={kind!r} with eta_dim={dim}; pass eta explicitly.")
+  raise errors.InvalidInput(f"No eta prior for control={kind!r} with eta_dim={dim}; pass eta explicitly.")
 
 
 def eta_from_values(config: ml_collections.ConfigDict, values: list[float]) -> np.ndarray:
@@ -235,18 +235,18 @@ def eta_from_values(config: ml_collections.ConfigDict, values: list[float]) -> n
   kind, dim = config.stage2.control, int(config.stage2.eta_dim)
   values = np.asarray(values, np.float32)
   if not kind:
-    raise ValueError("This model has no control input; drop --eta.")
+    raise errors.InvalidInput("This model has no control input; drop --eta.")
   if kind == "bins":
     if values.shape != (3,):
-      raise ValueError(f"bair eta is the end-effector x,y,z (3 numbers), got {values.tolist()}.")
+      raise errors.InvalidInput(f"bair eta is the end-effector x,y,z (3 numbers), got {values.tolist()}.")
     return data.bair_eta(values)
   if dim == 4:
     if values.shape != (4,):
-      raise ValueError("shapes eta is x,y (object 0's final position in [0,1]) and dx,dy (drift "
+      raise errors.InvalidInput("shapes eta is x,y (object 0's final position in [0,1]) and dx,dy (drift "
                        f"direction), 4 numbers; got {values.tolist()}.")
     return data.shapes_eta(values[:2], values[2:])
   if values.shape != (dim,):
-    raise ValueError(f"eta needs {dim} numbers, got {values.tolist()}.")
+    raise errors.InvalidInput(f"eta needs {dim} numbers, got {values.tolist()}.")
   norm = np.linalg.norm(values)
   return values / norm if dim == 2 and norm > 0 else values
 

@@ -18,11 +18,13 @@ import imageio.v3 as iio
 import numpy as np
 from PIL import Image
 
+from i2v_flax import errors
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 VIDEO_EXTENSIONS = (".gif", ".mp4", ".avi", ".mov", ".webm", ".mkv")
 
 
-class MediaError(ValueError):
+class MediaError(errors.InvalidInput):
   """An input image/video that cannot be used; the message says why and what to do."""
 
 

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from i2v_flax import errors
 from i2v_flax.convert.fixtures import Fixture
 from i2v_flax.evaluation import dtfvd
 from i2v_flax.evaluation.i3d import default_impl
@@ -56,9 +57,10 @@ def read_torch_state_dict(path: str) -> dict[str, np.ndarray]:
   try:
     import torch
   except ImportError:
-    raise ImportError(f"Reading the torch checkpoint {path} needs torch: pip install -e "
-                      "'.[convert]' (or convert it once to .npz on a machine with torch: "
-                      "python -m i2v_flax.convert.evaluation IN.pth.tar OUT.npz).") from None
+    raise errors.MissingDependency(
+        f"Reading the torch checkpoint {path} needs torch. Fix: pip install -e '.[convert]' (or "
+        "convert it once to .npz on a machine with torch: python -m i2v_flax.convert.evaluation "
+        "IN.pth.tar OUT.npz).") from None
   checkpoint = torch.load(path, map_location="cpu", weights_only=True)
   state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
   if not isinstance(state, Mapping):

@@ -15,10 +15,12 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from i2v_flax import errors
+
 INPUT_INDEX_OFFSET = 1_000_000  # Input k is drawn with index 1_000_000 + k (fixtures README).
 
 
-class FixtureError(ValueError):
+class FixtureError(errors.InvalidInput):
   """A fixture file is missing, malformed or does not match its own checksums."""
 
 

@@ -32,6 +32,7 @@ import numpy as np
 from absl import logging
 from flax import traverse_util
 
+from i2v_flax import errors
 from i2v_flax.convert import stage1 as conv1
 from i2v_flax.convert.torch_layout import ConversionError
 
@@ -69,9 +70,9 @@ def find_release_files(release_dir: str, stages: Sequence[str] = STAGES,
                        stems: Mapping[str, str] = FILE_STEMS) -> dict[str, str]:
   """{role: path} of the files needed for `stages`; one error lists every missing file."""
   if not os.path.isdir(release_dir):
-    raise FileNotFoundError(f"--from={release_dir!r} is not a folder. Fix: point it at the folder "
-                            "holding the authors' best_PFVD_ENC.pth, best_PFVD_GEN.pth, cINN.pth "
-                            "and Encoder_stage2.pth.")
+    raise errors.MissingInput(f"--from={release_dir!r} is not a folder. Fix: point it at the "
+                              "folder holding the authors' best_PFVD_ENC.pth, best_PFVD_GEN.pth, "
+                              "cINN.pth and Encoder_stage2.pth.")
   roles = [r for r, s in (("encoder", "stage1"), ("decoder", "stage1"), ("cinn", "stage2"),
                           ("embedder", "stage2")) if s in stages]
   found, missing = {}, []
@@ -83,7 +84,7 @@ def find_release_files(release_dir: str, stages: Sequence[str] = STAGES,
     else:
       missing.append(f"{stems[role]}{{{','.join(EXTENSIONS)}}}")
   if missing:
-    raise FileNotFoundError(
+    raise errors.MissingInput(
         f"{release_dir} lacks {', '.join(missing)}. Fix: copy the authors' files there (stage-1 "
         "files from the stage-1 model folder, cINN.pth from the stage-2 folder, "
         "Encoder_stage2.pth from the conditioning AE folder), or pass --stages=stage1 to "
@@ -220,11 +221,12 @@ def convert_release(config: ml_collections.ConfigDict, release_dir: str, workdir
   both shapes) or ImportError (torch needed for .pth files) before writing anything.
   """
   if unknown := set(stages) - set(STAGES):
-    raise ValueError(f"Unknown stages {sorted(unknown)}; use a subset of {STAGES}.")
+    raise errors.InvalidInput(f"Unknown stages {sorted(unknown)}. Fix: --stages=a subset of "
+                              f"{','.join(STAGES)}.")
   workdir = os.path.abspath(workdir)
   if os.path.isdir(workdir) and os.listdir(workdir) and not overwrite:
-    raise FileExistsError(f"{workdir} exists and is not empty. Fix: choose a new --workdir, or "
-                          "pass --overwrite to replace it.")
+    raise errors.OutputExists(f"{workdir} exists and is not empty. Fix: choose a new --workdir, "
+                              "or pass --overwrite to replace it.")
   yaml1 = read_yaml(os.path.join(release_dir, "config_stage1.yaml"))
   yaml2 = read_yaml(os.path.join(release_dir, "config_stage2.yaml"))
   stems = dict(FILE_STEMS)

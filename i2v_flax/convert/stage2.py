@@ -27,8 +27,10 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from i2v_flax import errors
 
-class ConvertError(ValueError):
+
+class ConvertError(errors.InvalidInput):
   """A state_dict does not fit the stage-2 module (the message names the key and the fix)."""
 
 

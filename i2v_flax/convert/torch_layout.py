@@ -16,10 +16,12 @@ from typing import Any, Callable, Mapping
 import numpy as np
 from flax import traverse_util
 
+from i2v_flax import errors
+
 Path = tuple[str, ...]
 
 
-class ConversionError(ValueError):
+class ConversionError(errors.InvalidInput):
   """A state_dict does not fit the model built from the config (message names key and fix)."""
 
 

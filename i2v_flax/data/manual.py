@@ -21,7 +21,7 @@ import numpy as np
 import PIL.Image
 import tensorflow_datasets as tfds
 
-from i2v_flax import config_lib
+from i2v_flax import config_lib, errors
 
 MANUAL_DATASETS = ("iper", "landscape", "dtdb")
 STORED_SIZE = {"iper": 64, "landscape": 128, "dtdb": 128}
@@ -44,9 +44,9 @@ def tfds_name(name: str, builder_config: str) -> str:
 def check_manual_dir(name: str, manual_dir: str | None) -> None:
   """Fail with where to download the data and which flag to set."""
   if not manual_dir or not os.path.isdir(manual_dir) or not os.listdir(manual_dir):
-    raise FileNotFoundError(
+    raise errors.MissingInput(
         f"Dataset {name!r} needs its videos in a local folder, but manual_dir is "
-        f"{manual_dir!r} ({'not set' if not manual_dir else 'missing or empty'}). Download them "
+        f"{manual_dir!r} ({'not set' if not manual_dir else 'missing or empty'}). Fix: download them "
         f"from {WHERE[name]}, put the videos (or folders of frames) in one folder and pass "
         f"--config.data.manual_dir=/path/to/that/folder.")
 
@@ -120,7 +120,7 @@ class _ManualVideos(tfds.core.GeneratorBasedBuilder):
       splits = {"train": [v for i, v in enumerate(videos) if i % 10],
                 "test": [v for i, v in enumerate(videos) if i % 10 == 0]}
     if not splits["train"]:
-      raise FileNotFoundError(f"No videos ({VIDEO_EXTS}) or frame folders ({FRAME_EXTS}) found "
+      raise errors.MissingInput(f"No videos ({VIDEO_EXTS}) or frame folders ({FRAME_EXTS}) found "
                               f"under {root}. Fix: point --config.data.manual_dir at them.")
     return {s: self._generate_examples(v, root) for s, v in splits.items()}
 
@@ -157,7 +157,7 @@ class I2vDtdb(_ManualVideos):
   def _root(self, dl_manager: tfds.download.DownloadManager) -> epath.Path:
     root = super()._root(dl_manager) / self.builder_config.name
     if not root.is_dir():
-      raise FileNotFoundError(f"DTDB texture folder {root} does not exist. Fix: put the "
+      raise errors.MissingInput(f"DTDB texture folder {root} does not exist. Fix: put the "
                               f"{self.builder_config.name} videos in <manual_dir>/"
                               f"{self.builder_config.name}/.")
     return root

@@ -32,6 +32,8 @@ except (RuntimeError, ValueError):  # Already initialised, or no GPU support in 
   pass
 
 from i2v_flax import config_lib
+from i2v_flax import errors
+from i2v_flax import progress
 from i2v_flax import parallel
 from i2v_flax.data import augment
 from i2v_flax.data import control
@@ -63,7 +65,7 @@ def source(data_config: ml_collections.ConfigDict) -> Source:
     cfg = data_config.builder_config or shapes_builder.I2vShapes.DEFAULT_CONFIG_NAME
     builder_configs = {c.name: c for c in shapes_builder.I2vShapes.BUILDER_CONFIGS}
     if cfg not in builder_configs:
-      raise ValueError(f"Unknown shapes builder_config {cfg!r}; use one of "
+      raise errors.InvalidInput(f"Unknown shapes builder_config {cfg!r}; use one of "
                        f"{list(builder_configs)} (--config.data.builder_config=res64).")
     return Source(name, f"i2v_shapes/{cfg}", shapes_builder.shapes.NUM_FRAMES,
                   builder_configs[cfg].resolution, "video", SHAPES_META)
@@ -73,7 +75,7 @@ def source(data_config: ml_collections.ConfigDict) -> Source:
   if name in manual.MANUAL_DATASETS:
     return Source(name, manual.tfds_name(name, data_config.builder_config), manual.CHUNK_FRAMES,
                   manual.STORED_SIZE[name], "video", (), manual=True)
-  raise ValueError(f"Unknown dataset {name!r}. Known datasets: "
+  raise errors.InvalidInput(f"Unknown dataset {name!r}. Known datasets: "
                    f"{', '.join(config_lib.KNOWN_DATASETS)} (set --config.data.name).")
 
 
@@ -81,15 +83,32 @@ def _builder(data_config: ml_collections.ConfigDict, src: Source) -> tfds.core.D
   return tfds.builder(src.tfds_name, data_dir=data_config.data_dir)
 
 
+_SHOWN: set[tuple[str, str]] = set()  # Datasets whose 'data' bar was shown in this process.
+
+
 def prepare(data_config: ml_collections.ConfigDict) -> None:
-  """Make the dataset readable: generate shapes offline, download bair, or read manual_dir."""
+  """Make the dataset readable: generate shapes offline, download bair, or read manual_dir.
+
+  The first call per dataset in a process shows the run's 'data' progress bar (the trainers
+  call prepare again; one bar per phase is enough).
+  """
   src = source(data_config)
   if src.manual:
     manual.check_manual_dir(src.name, data_config.manual_dir)
   builder = _builder(data_config, src)
-  if builder.is_prepared():
-    logging.info("Dataset %s is ready in %s.", src.tfds_name, builder.data_dir)
-    return
+  key = (src.tfds_name, str(builder.data_dir))
+  with progress.phase(f"data {src.tfds_name}", total=1, enabled=key not in _SHOWN) as bar:
+    _SHOWN.add(key)
+    if builder.is_prepared():
+      logging.info("Dataset %s is ready in %s.", src.tfds_name, builder.data_dir)
+      bar.update(1, status="ready")
+      return
+    _build(data_config, src, builder)
+    bar.update(1, status="built")
+
+
+def _build(data_config: ml_collections.ConfigDict, src: Source,
+           builder: tfds.core.DatasetBuilder) -> None:
   logging.info("Preparing %s in %s (%s); this happens once.", src.tfds_name, builder.data_dir,
                {"shapes": "generated offline, about a minute at res64",
                 "bair": "downloads ~30 GB from Berkeley"}.get(src.name, "reading manual_dir"))
@@ -97,8 +116,9 @@ def prepare(data_config: ml_collections.ConfigDict) -> None:
     try:  # TFDS 4.9.x needs it to look up download checksums but does not declare it.
       import importlib_resources  # noqa: F401  pylint: disable=g-import-not-at-top
     except ImportError as e:
-      raise ImportError("Downloading bair with TFDS needs the `importlib_resources` package. "
-                        "Fix: pip install importlib_resources") from e
+      raise errors.MissingDependency("Downloading bair with TFDS needs the "
+                                     "`importlib_resources` package. Fix: pip install "
+                                     "importlib_resources") from e
   download_config = None
   if src.manual:
     download_config = tfds.download.DownloadConfig(manual_dir=data_config.manual_dir)
@@ -116,7 +136,7 @@ def num_examples(data_config: ml_collections.ConfigDict, split: str) -> int:
     return BAIR_SIZES[split]
   if src.name == "shapes" and split in shapes_builder.DEFAULT_NUM_EXAMPLES:
     return shapes_builder.DEFAULT_NUM_EXAMPLES[split]
-  raise ValueError(f"Dataset {src.tfds_name} is not prepared in {builder.data_dir}, so the size "
+  raise errors.InvalidInput(f"Dataset {src.tfds_name} is not prepared in {builder.data_dir}, so the size "
                    f"of split {split!r} is unknown. Fix: call i2v_flax.data.prepare(config.data).")
 
 
@@ -131,13 +151,13 @@ def _check(data_config: ml_collections.ConfigDict, src: Source, global_batch_siz
            process_count: int, num_devices: int | None) -> None:
   length = int(data_config.clip_length)
   if length > src.num_frames:
-    raise ValueError(f"clip_length={length} is longer than the {src.num_frames}-frame videos of "
+    raise errors.InvalidInput(f"clip_length={length} is longer than the {src.num_frames}-frame videos of "
                      f"{src.name}. Fix: --config.data.clip_length={src.num_frames} or less.")
   if data_config.control and src.name not in control.ETA_DIMS:
-    raise ValueError(f"Dataset {src.name} has no control variable (only "
+    raise errors.InvalidInput(f"Dataset {src.name} has no control variable (only "
                      f"{sorted(control.ETA_DIMS)} do). Fix: --config.data.control=False.")
   if global_batch_size <= 0 or global_batch_size % process_count:
-    raise ValueError(f"Global batch size {global_batch_size} is not divisible by the "
+    raise errors.InvalidInput(f"Global batch size {global_batch_size} is not divisible by the "
                      f"{process_count} processes. Fix: use a positive multiple of {process_count}.")
   if num_devices is not None:
     parallel.check_global_batch(global_batch_size, parallel.make_mesh())
@@ -222,7 +242,7 @@ def build_dataset(data_config: ml_collections.ConfigDict, split: str, local_batc
   read_split = split_for_process(read_split, process_index, process_count, drop_remainder=train)
   builder = _builder(data_config, src)
   if not builder.is_prepared() and not src.name == "bair":
-    raise FileNotFoundError(
+    raise errors.MissingInput(
         f"Dataset {src.tfds_name} is not prepared in {builder.data_dir}. Fix: call "
         f"i2v_flax.data.prepare(config.data) first (or set --config.data.data_dir to where it was "
         f"built).")

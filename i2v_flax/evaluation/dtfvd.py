@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from i2v_flax import errors
 from i2v_flax.evaluation.frechet import frechet_distance
 from i2v_flax.evaluation.i3d import _MIXED, InceptionBlock, Unit3D, default_impl
 from i2v_flax.image_ops import resize_bilinear_align_corners
@@ -136,7 +137,7 @@ class DTFVDModel(NamedTuple):
 def load_dtfvd(weights_path: str | None, temporal_pool: int = 2) -> DTFVDModel:
   """Load `I3D_16.pth.tar` (torch) or its `.npz` state_dict; errors name the file and the fix."""
   if not weights_path:
-    raise ValueError(
+    raise errors.InvalidInput(
         "The 'dtfvd' metric needs the DTDB-trained I3D weights, and config.eval.dtfvd_weights is "
         "not set. Fix: point it at the reference's models/DTI3D/length16/I3D_16.pth.tar (needs "
         "torch: pip install -e '.[convert]') or at an .npz made from it with "

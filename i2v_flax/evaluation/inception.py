@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from i2v_flax import errors
+
 Variables = Any
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -162,7 +164,7 @@ class InceptionV3Pool3(nn.Module):
 def load_fid_variables(path: str | None) -> Variables:
   """Read the user's converted .npz (see module docstring) into a nested variables dict."""
   if not path or not os.path.exists(path):
-    raise FileNotFoundError(
+    raise errors.MissingInput(
         f"FID needs InceptionV3 pool3 weights, and config.eval.fid_weights={path!r} is "
         f"{'unset' if not path else 'not a file'}. Expected an .npz of Flax variables "
         "('params/Conv2d_1a_3x3/conv/kernel', ...). Fix: convert pytorch-fid's "

@@ -32,6 +32,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from i2v_flax import errors, progress
 from i2v_flax.evaluation import diversity, dtfvd as dtfvd_lib, fid as fid_lib, fvd as fvd_lib
 from i2v_flax.evaluation import lpips_metrics
 from i2v_flax.evaluation import shapes_metrics
@@ -56,7 +57,7 @@ def load_test_clips(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
   chunks = list(it)
   clips = {k: np.concatenate([c[k] for c in chunks])[:n] for k in chunks[0]}
   if clips["video"].shape[0] < n:
-    raise ValueError(f"The {config.eval.split!r} split has {clips['video'].shape[0]} clips, "
+    raise errors.InvalidInput(f"The {config.eval.split!r} split has {clips['video'].shape[0]} clips, "
                      f"fewer than config.eval.num_videos={n}.")
   return clips
 
@@ -217,11 +218,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, model: Any = No
   metrics = tuple(config.eval.metrics)
   unknown = set(metrics) - set(KNOWN_METRICS)
   if unknown:
-    raise ValueError(f"Unknown config.eval.metrics {sorted(unknown)}; known: {KNOWN_METRICS}.")
+    raise errors.InvalidInput(f"Unknown config.eval.metrics {sorted(unknown)}; known: {KNOWN_METRICS}.")
   if "shapes" in metrics and config.data.name != "shapes":
-    raise ValueError("The 'shapes' oracle metrics need data.name='shapes'.")
+    raise errors.InvalidInput("The 'shapes' oracle metrics need data.name='shapes'.")
   if jax.process_count() > 1:
-    raise ValueError("Evaluation runs on one host (it gathers all clips); launch it without "
+    raise errors.InvalidInput("Evaluation runs on one host (it gathers all clips); launch it without "
                      "--distributed.")
   cache = load_metric_models(config, metrics)
   if generators is None:
@@ -241,15 +242,17 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, model: Any = No
       "dataset": config.data.name, "step": step, "num_videos": int(len(clips["video"])),
       "num_sample_sets": k_sets, "div_num_samples": s_div, "metrics": list(metrics),
       "temperature": float(config.eval.temperature), "methods": {}, "seconds": {}}
-  for name, fn in generators.items():
-    t0 = time.time()
-    m = 1 if fn is _static else num_samples
-    samples = _generate(fn, clips, m, int(config.eval.batch_size), int(config.seed) + 1, name)
-    results["methods"][name] = evaluate_method(name, samples, clips, metrics, k_sets, s_div,
-                                               cache, config)
-    results["seconds"][name] = round(time.time() - t0, 1)
-    logging.info("[%s] done in %.1fs: %s", name, time.time() - t0,
-                 {k: v["mean"] for k, v in results["methods"][name].items()})
+  with progress.phase("eval", total=len(generators), unit="method") as bar:
+    for name, fn in generators.items():
+      t0 = time.time()
+      m = 1 if fn is _static else num_samples
+      samples = _generate(fn, clips, m, int(config.eval.batch_size), int(config.seed) + 1, name)
+      results["methods"][name] = evaluate_method(name, samples, clips, metrics, k_sets, s_div,
+                                                 cache, config)
+      results["seconds"][name] = round(time.time() - t0, 1)
+      logging.info("[%s] done in %.1fs: %s", name, time.time() - t0,
+                   {k: v["mean"] for k, v in results["methods"][name].items()})
+      bar.update(1, method=name)
   out_dir = os.path.join(workdir, "eval")
   os.makedirs(out_dir, exist_ok=True)
   _write_atomic(os.path.join(out_dir, f"{step}.json"),

@@ -24,7 +24,7 @@ import orbax.checkpoint as ocp
 from clu import metric_writers
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from i2v_flax import parallel, video_io
+from i2v_flax import errors, parallel, video_io
 
 CONFIG_FILE = "config.json"
 
@@ -61,7 +61,7 @@ def adam_coupled_wd(lr: float, b1: float, b2: float, weight_decay: float, steps_
   staircase in steps. Returns the transformation and the schedule (for logging the lr).
   """
   if steps_per_epoch <= 0:
-    raise ValueError(f"steps_per_epoch must be positive, got {steps_per_epoch}. Fix: set it to "
+    raise errors.InvalidInput(f"steps_per_epoch must be positive, got {steps_per_epoch}. Fix: set it to "
                      "(train videos / global batch size) in the config.")
   schedule = optax.exponential_decay(lr, transition_steps=steps_per_epoch,
                                      decay_rate=decay_per_epoch, staircase=True)
@@ -128,7 +128,7 @@ def restore_checkpoint(manager: ocp.CheckpointManager, abstract_items: Mapping[s
   """Restore a subset of the named items (latest step by default) into the abstract targets."""
   step = manager.latest_step() if step is None else step
   if step is None:
-    raise FileNotFoundError(f"No checkpoint in {manager.directory}.")
+    raise errors.MissingInput(f"No checkpoint in {manager.directory}.")
   args = ocp.args.Composite(**{k: ocp.args.StandardRestore(v) for k, v in abstract_items.items()})
   restored = manager.restore(step, args=args)
   return {k: restored[k] for k in abstract_items}
@@ -158,8 +158,9 @@ def create_writer(logdir: str) -> metric_writers.MetricWriter:
   return metric_writers.create_default_writer(logdir, just_logging=jax.process_index() > 0)
 
 
-class NonFiniteLossError(FloatingPointError):
-  """Raised when a loss is NaN/inf; the state of that step is never checkpointed."""
+class NonFiniteLossError(errors.UserError, FloatingPointError):
+  """Raised when a loss is NaN/inf; the state of that step is never checkpointed. A UserError:
+  the fix (a lower learning rate, clean data) is the user's, and the CLI prints it in one line."""
 
 
 def check_finite(metrics: Mapping[str, Any], step: int, checkpoint_dir: str) -> None:
@@ -236,7 +237,7 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
   """The config saved in workdir/config.json (lists where the file had tuples)."""
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} does not exist: {workdir!r} is not a training workdir.")
+    raise errors.MissingInput(f"{path} does not exist: {workdir!r} is not a training workdir.")
   with open(path) as f:
     return ml_collections.ConfigDict(json.load(f))
 
@@ -269,6 +270,6 @@ def check_compatible(workdir: str, config: ml_collections.ConfigDict,
     if old_v != _get(new, field):
       diffs.append(f"{field}: saved {old_v!r}, now {_get(new, field)!r}")
   if diffs:
-    raise ValueError(
+    raise errors.InvalidInput(
         f"Workdir {workdir} holds a run with a different architecture ({'; '.join(diffs)}). "
         "Fix: use a new --workdir, or restore these settings to resume.")

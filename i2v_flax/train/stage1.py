@@ -21,7 +21,7 @@ import numpy as np
 from absl import logging
 from clu import periodic_actions
 
-from i2v_flax import config_lib, parallel
+from i2v_flax import config_lib, errors, parallel, progress
 from i2v_flax.models.decoder import Decoder
 from i2v_flax.models.encoder import Encoder
 from i2v_flax.train import common
@@ -73,7 +73,7 @@ def restore_stage1(workdir: str, config: ml_collections.ConfigDict | None = None
   command = (f"python -m i2v_flax.main --config=configs/<dataset>.py --workdir={workdir} "
              "--mode=train_stage1")
   if not os.path.isdir(ckpt):
-    raise FileNotFoundError(f"No stage-1 checkpoints in {ckpt} (workdir {workdir!r}). Train "
+    raise errors.MissingInput(f"No stage-1 checkpoints in {ckpt} (workdir {workdir!r}). Train "
                             f"stage 1 first: {command}")
   if config is None:
     config = common.read_config(workdir)
@@ -81,7 +81,7 @@ def restore_stage1(workdir: str, config: ml_collections.ConfigDict | None = None
                                         item_names=("models", "train"))
   try:
     if mngr.latest_step() is None:
-      raise FileNotFoundError(f"{ckpt} holds no finished stage-1 checkpoint (workdir "
+      raise errors.MissingInput(f"{ckpt} holds no finished stage-1 checkpoint (workdir "
                               f"{workdir!r}). Train stage 1 first: {command}")
     abstract = common.abstract_like(_abstract_models(config, build_models(config)),
                                     parallel.replicated(parallel.make_mesh()))
@@ -108,7 +108,7 @@ def _cached_steps(config, models, mesh, lpips_params):
 
 
 def _log_eval(writer, steps, state, eval_video, step: int, workdir: str,
-              rng: jax.Array) -> float:
+              rng: jax.Array) -> tuple[float, float]:
   recon, prior, psnr, z_use = steps["eval"](state, eval_video, rng)
   psnr = float(np.mean(jax.device_get(psnr)))
   z_use = float(np.mean(jax.device_get(z_use)))
@@ -119,7 +119,7 @@ def _log_eval(writer, steps, state, eval_video, step: int, workdir: str,
     common.write_gif(os.path.join(workdir, "samples", f"stage1_{step}.gif"), grid)
   logging.info("stage 1 step %d: held-out reconstruction PSNR %.2f dB, z-use %.4f", step, psnr,
                z_use)
-  return psnr
+  return psnr, z_use
 
 
 def train(config: ml_collections.ConfigDict, workdir: str,
@@ -173,6 +173,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   save = common.make_state_saver(mngr, MODEL_KEYS, last_saved=start)
 
   t_last, step_last = time.time(), start
+  bar = progress.start("stage 1", total, initial=start)
   try:
     for step in range(start, total):
       if step > start:
@@ -186,13 +187,15 @@ def train(config: ml_collections.ConfigDict, workdir: str,
       common.check_finite(metrics, step, checkpoint_dir(workdir))
       done = step + 1
       report(done)
+      bar.update(1, l1=float(metrics["l1"]))
       if done % s1.log_every == 0 or done == total:
         now = time.time()
         metrics["steps_per_sec"] = (done - step_last) / max(now - t_last, 1e-9)
         t_last, step_last = now, done
         writer.write_scalars(done, {k: float(v) for k, v in metrics.items()})
       if eval_video is not None and (done % s1.sample_every == 0 or done == total):
-        _log_eval(writer, steps, state, eval_video, done, workdir, eval_rng)
+        psnr, z_use = _log_eval(writer, steps, state, eval_video, done, workdir, eval_rng)
+        bar.set_metrics(psnr=psnr, z_use=z_use)
       if done % s1.checkpoint_every == 0 or done == total:
         save(done, state)
       if stop.is_set():
@@ -200,6 +203,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
         save(done, state)
         break
   finally:
+    bar.close()
     mngr.wait_until_finished()
     mngr.close()
     writer.flush()

@@ -19,7 +19,7 @@ import ml_collections
 import optax
 from jax.sharding import Mesh
 
-from i2v_flax import losses
+from i2v_flax import errors, losses
 from i2v_flax.models.decoder import Decoder, make_decoder
 from i2v_flax.models.discriminators import (SpatialDiscriminator, TemporalDiscriminator,
                                             make_spatial_discriminator,
@@ -50,10 +50,10 @@ def check_stage1_config(config: ml_collections.ConfigDict) -> None:
   s1 = config.stage1
   frames = config.data.clip_length - 1
   if not 1 <= s1.dt_window <= frames:
-    raise ValueError(f"stage1.dt_window={s1.dt_window} must be in [1, {frames}] (frames to "
+    raise errors.InvalidInput(f"stage1.dt_window={s1.dt_window} must be in [1, {frames}] (frames to "
                      "predict). Fix: --config.stage1.dt_window=12")
   if s1.ds_num_frames > s1.batch_size * frames:
-    raise ValueError(
+    raise errors.InvalidInput(
         f"stage1.ds_num_frames={s1.ds_num_frames} exceeds the {s1.batch_size * frames} generated "
         "frames per batch. Fix: lower --config.stage1.ds_num_frames or raise the batch size.")
 
@@ -119,7 +119,7 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
   tx, schedule = make_optimizer(config)
   enc_m, dec_m, dt_m, ds_m = models
   if s1.w_percep > 0 and lpips_params is None:
-    raise ValueError("stage1.w_percep > 0 needs the LPIPS weights (load_lpips_params()).")
+    raise errors.InvalidInput("stage1.w_percep > 0 needs the LPIPS weights (load_lpips_params()).")
 
   def g_step(state: State, video: jax.Array, adversarial: bool):
     rng = jax.random.fold_in(state["rng"], state["step"])

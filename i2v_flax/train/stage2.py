@@ -29,7 +29,7 @@ import numpy as np
 from absl import logging
 from clu import periodic_actions
 
-from i2v_flax import config_lib, parallel
+from i2v_flax import config_lib, errors, parallel, progress
 from i2v_flax.models.embedder import embedder_is_frozen
 from i2v_flax.train import common, stage1
 from i2v_flax.train.stage2_steps import (MODEL_KEYS, build_flow, condition,  # noqa: F401
@@ -64,21 +64,21 @@ def load_frozen_stage1(config: ml_collections.ConfigDict, workdir: str
          "--config.stage2.stage1_workdir at a finished stage-1 workdir.")
   ckpt = stage1.checkpoint_dir(s1_dir)
   if not os.path.isdir(ckpt) or not os.path.exists(os.path.join(s1_dir, common.CONFIG_FILE)):
-    raise FileNotFoundError(f"Stage 2 needs a trained stage 1, but {ckpt} (or its config.json) "
+    raise errors.MissingInput(f"Stage 2 needs a trained stage 1, but {ckpt} (or its config.json) "
                             f"does not exist. {fix}")
   s1_config = common.read_config(s1_dir)
   for field, ours, theirs in (
       ("stage1.z_dim", config.stage1.z_dim, s1_config.stage1.z_dim),
       ("data.resolution", config.data.resolution, s1_config.data.resolution)):
     if int(ours) != int(theirs):
-      raise ValueError(
+      raise errors.InvalidInput(
           f"The stage-1 checkpoint in {s1_dir} was trained with {field}={theirs}, but this "
           f"stage-2 config has {field}={ours}. Fix: use the stage-1 run's setting "
           f"(--config.{field}={theirs}) or a stage-1 workdir trained with {field}={ours}.")
   try:
     return stage1.restore_stage1(s1_dir, s1_config)
   except FileNotFoundError as e:
-    raise FileNotFoundError(f"{e} {fix}") from e
+    raise errors.MissingInput(f"{e} {fix}") from e
 
 
 def _abstract_models(config: ml_collections.ConfigDict) -> dict:
@@ -105,7 +105,7 @@ def restore_stage2(workdir: str, config: ml_collections.ConfigDict | None = None
   try:
     step = mngr.latest_step() if os.path.isdir(ckpt) else None
     if step is None:
-      raise FileNotFoundError(
+      raise errors.MissingInput(
           f"No stage-2 checkpoint in {ckpt}. Train stage 2 first: python -m i2v_flax.main "
           f"--config=configs/<dataset>.py --workdir={workdir} --mode=train_stage2")
     abstract = _abstract_models(config)
@@ -130,7 +130,7 @@ def check_embedder_init(config: ml_collections.ConfigDict) -> None:
             "workdir with embedder='resnet50'" if s2.embedder == "resnet50" else
             f"a workdir whose stage 2 trained an embedder with embedder_widths="
             f"{tuple(s2.embedder_widths)} and cond_dim={s2.cond_dim}")
-    raise FileNotFoundError(
+    raise errors.MissingInput(
         f"config.stage2.embedder_init={path!r} is neither a weights file nor a stage-2 workdir "
         f"(no {checkpoint_dir(path)}). Fix: point it at {what}, or unset it to freeze the "
         "random initialisation.")
@@ -142,7 +142,7 @@ def _converted_embedder(config: ml_collections.ConfigDict, path: str) -> dict:
   state_dict = convert_stage2.read_state_dict(path)
   z = convert_stage2.embedder_cond_dim(state_dict)
   if z != int(config.stage2.cond_dim):
-    raise ValueError(f"{path!r} is an embedder with a {z}-d condition, config.stage2.cond_dim="
+    raise errors.InvalidInput(f"{path!r} is an embedder with a {z}-d condition, config.stage2.cond_dim="
                      f"{config.stage2.cond_dim}. Fix: --config.stage2.cond_dim={z}.")
   return convert_stage2.embedder_variables(state_dict, str(config.stage2.embedder_norm))
 
@@ -161,11 +161,11 @@ def load_embedder_init(config: ml_collections.ConfigDict, target: dict) -> dict:
     for field in fields:  # Workdirs from before `embedder` existed hold the small ResNet.
       src = src_config.stage2.get(field, "resnet_small" if field == "embedder" else None)
       if list(np.atleast_1d(src)) != list(np.atleast_1d(config.stage2[field])):
-        raise ValueError(f"embedder_init {path!r} has stage2.{field}={src}, this run "
+        raise errors.InvalidInput(f"embedder_init {path!r} has stage2.{field}={src}, this run "
                          f"{config.stage2[field]}. Fix: make them equal.")
     variables = restore_stage2(path, src_config)[1]["embedder"]
   if jax.tree_util.tree_structure(variables) != jax.tree_util.tree_structure(target):
-    raise ValueError(f"The embedder weights in {path!r} do not have this run's structure "
+    raise errors.InvalidInput(f"The embedder weights in {path!r} do not have this run's structure "
                      "(e.g. a 'bn' checkpoint for embedder_norm='in'). Fix: match "
                      "config.stage2.embedder / embedder_norm to the weights.")
   return jax.tree_util.tree_map(lambda t, v: jnp.asarray(v, t.dtype), target, variables)
@@ -188,10 +188,10 @@ def _model_batch(config: ml_collections.ConfigDict, batch: dict) -> dict:
   out = {"video": batch["video"]}
   if config.stage2.control:
     if "eta" not in batch:
-      raise ValueError(f"config.stage2.control={config.stage2.control!r} but the batches carry no "
+      raise errors.InvalidInput(f"config.stage2.control={config.stage2.control!r} but the batches carry no "
                        "'eta'. Fix: --config.data.control=True.")
     if batch["eta"].shape[-1] != config.stage2.eta_dim:
-      raise ValueError(f"The data's eta has {batch['eta'].shape[-1]} dims, config.stage2.eta_dim="
+      raise errors.InvalidInput(f"The data's eta has {batch['eta'].shape[-1]} dims, config.stage2.eta_dim="
                        f"{config.stage2.eta_dim}. Fix: --config.stage2.eta_dim="
                        f"{batch['eta'].shape[-1]}.")
     out["eta"] = batch["eta"]
@@ -257,6 +257,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   save = common.make_state_saver(mngr, MODEL_KEYS, last_saved=start)
 
   t_last, step_last = time.time(), start
+  bar = progress.start("stage 2", total, initial=start)
   try:
     for step in range(start, total):
       if step > start:
@@ -264,6 +265,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
       state, metrics = steps["train"](state, batch, enc_vars)
       done = step + 1
       report(done)
+      bar.update(1)
       if done % s2.log_every == 0 or done == total or done == start + 1:
         metrics = jax.device_get(metrics)
         common.check_finite(metrics, step, checkpoint_dir(workdir))
@@ -271,6 +273,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
         metrics["steps_per_sec"] = (done - step_last) / max(now - t_last, 1e-9)
         t_last, step_last = now, done
         writer.write_scalars(done, {k: float(v) for k, v in metrics.items()})
+        bar.set_metrics(nll=float(metrics["nll"]))
         eta_s = (total - done) / max(metrics["steps_per_sec"], 1e-9)  # Recent rate, no compile.
         logging.info("stage 2 step %d/%d: nll %.3f (N(0,1) ref %.3f) bits/dim %.3f, %.2f steps/s,"
                      " ETA %.1f min", done, total, metrics["nll"], metrics["nll_ref"],
@@ -287,6 +290,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
         save(done, state)
         break
   finally:
+    bar.close()
     mngr.wait_until_finished()
     mngr.close()
     writer.flush()
@@ -297,7 +301,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """`--mode=train_stage2`: train on config.data's train split; GIF samples from test x_0."""
   from i2v_flax import data as data_lib
   if config.stage2.control and not config.data.control:
-    raise ValueError(f"config.stage2.control={config.stage2.control!r} needs eta from the data. "
+    raise errors.InvalidInput(f"config.stage2.control={config.stage2.control!r} needs eta from the data. "
                      "Fix: --config.data.control=True (or --config.stage2.control='').")
   data_lib.prepare(config.data)
   bs = config.stage2.batch_size

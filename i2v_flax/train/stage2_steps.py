@@ -25,6 +25,7 @@ from jax.sharding import Mesh
 
 from i2v_flax.models.cinn import ConditionalFlow, build_conditional_flow
 from i2v_flax.models.embedder import build_embedder, embedder_is_frozen
+from i2v_flax import errors
 from i2v_flax.train import common
 from i2v_flax.train import stage1
 
@@ -90,7 +91,7 @@ def make_optimizer(config: ml_collections.ConfigDict
   """
   s2 = config.stage2
   if s2.steps_per_epoch <= 0 or s2.decay_every_epochs <= 0:
-    raise ValueError(f"stage2.steps_per_epoch ({s2.steps_per_epoch}) and decay_every_epochs "
+    raise errors.InvalidInput(f"stage2.steps_per_epoch ({s2.steps_per_epoch}) and decay_every_epochs "
                      f"({s2.decay_every_epochs}) must be positive. Fix: set steps_per_epoch to "
                      "train videos / batch size.")
   schedule = optax.exponential_decay(
