@@ -13,17 +13,15 @@ configs or the workdir print one `error: ... Fix: ...` line (i2v_flax.cli).
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import importlib
 import os
 import time
-from typing import Iterator
 
 from absl import flags, logging
 from ml_collections import config_flags
 
-from i2v_flax import cli, config_check, console, errors, progress
+from i2v_flax import cli, config_check, console, errors
 
 FLAGS = flags.FLAGS
 # allow_override: i2v_flax.sample and .convert define the same names; a process (a test run)
@@ -43,32 +41,6 @@ _MODES = {
     "train_stage2": ("i2v_flax.train.stage2", "train_and_evaluate"),
     "eval": ("i2v_flax.evaluation.protocol", "evaluate"),
 }
-
-
-@contextlib.contextmanager
-def _report_bar() -> Iterator[None]:
-  """A 'report' phase bar around report.write_report while --mode=all runs.
-
-  report.py is the lead's file; until it opens the bar itself (`progress.phase('report', ...)`
-  inside write_report), main wraps the function for the duration of the run.
-  """
-  from i2v_flax import report
-  original = report.write_report
-  if getattr(original, "has_progress_bar", False):
-    yield
-    return
-
-  def write_report(*args, **kwargs):
-    with progress.phase("report", total=1) as bar:
-      summary = original(*args, **kwargs)
-      bar.update(1)
-    return summary
-
-  report.write_report = write_report
-  try:
-    yield
-  finally:
-    report.write_report = original
 
 
 def _summary(workdir: str, mode: str, seconds: float) -> str:
@@ -117,8 +89,7 @@ def main(argv: list[str]) -> None:
   config_check.check_config(config)
   config_check.check_workdir(config, workdir, mode)
   module_name, function_name = _MODES[mode]
-  with _report_bar() if mode == "all" else contextlib.nullcontext():
-    getattr(importlib.import_module(module_name), function_name)(config, workdir)
+  getattr(importlib.import_module(module_name), function_name)(config, workdir)
   if jax.process_index() == 0:
     print(_summary(workdir, mode, time.time() - start), file=console.terminal_out(), flush=True)
 

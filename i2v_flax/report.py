@@ -74,6 +74,13 @@ def _control_etas(config: ml_collections.ConfigDict, clip_eta: np.ndarray) -> np
 def write_report(config: ml_collections.ConfigDict, workdir: str,
                  extra_summary: dict[str, Any] | None = None) -> dict[str, Any]:
   """Sample grids, transfer, control and a long video from a trained workdir into DIR/report/."""
+  from i2v_flax import progress
+  with progress.phase("report", total=5 + (config.data.name == "shapes"), unit="part") as bar:
+    return _write_report(config, workdir, extra_summary, bar)
+
+
+def _write_report(config: ml_collections.ConfigDict, workdir: str,
+                  extra_summary: dict[str, Any] | None, bar: Any) -> dict[str, Any]:
   from i2v_flax import sampling
   out = os.path.join(workdir, "report")
   os.makedirs(out, exist_ok=True)
@@ -92,6 +99,7 @@ def write_report(config: ml_collections.ConfigDict, workdir: str,
   files["samples"] = video_io.write_video(
       os.path.join(out, "samples.gif"),
       video_io.grid(np.concatenate([x0_still, real, video_io.to_uint8(samples)], 1)), scale=4)
+  bar.update(1)
 
   # 2. Motion transfer: the motion of test video 0 onto the start frames of videos 1..
   a = videos[:1].repeat(NUM_X0 - 1, 0)
@@ -102,6 +110,7 @@ def write_report(config: ml_collections.ConfigDict, workdir: str,
       os.path.join(out, "transfer.gif"),
       video_io.grid(np.concatenate([src, x0_still[1:], video_io.to_uint8(transferred)[:, None]],
                                    1)), scale=4)
+  bar.update(1)
 
   # 3. Control: the same x_0 with different eta (on shapes: object 0 sent to each corner).
   control_error = None
@@ -116,12 +125,14 @@ def write_report(config: ml_collections.ConfigDict, workdir: str,
       control_error = {"targets": etas[:, :2].tolist(), "final_pos_error_px":
                        demo_eval.control_errors(controlled, etas, {
                            k: v[0] for k, v in clips.items() if k not in ("video", "eta")})}
+  bar.update(1)
 
   # 4. A 32-frame video (two chained chunks, same nu).
   long = model.extend(x0[:2], length=32, num_samples=2, seed=3, eta=eta_x0[:2]
                       if eta_x0 is not None else None)
   files["long"] = video_io.write_video(os.path.join(out, "long_32_frames.gif"),
                                        video_io.grid(video_io.to_uint8(long)), scale=4)
+  bar.update(1)
 
   summary: dict[str, Any] = {"files": {k: os.path.relpath(v, workdir) for k, v in files.items()},
                              "stage2_step": model.step, **(extra_summary or {})}
@@ -132,12 +143,17 @@ def write_report(config: ml_collections.ConfigDict, workdir: str,
     summary["shapes_metrics"] = _shapes_metrics(model, clips, samples)
     if control_error is not None:
       summary["control"] = control_error
+    bar.update(1)
     if int(config.report.num_videos) > 0:
       from i2v_flax import demo_eval
       summary["evaluation"] = demo_eval.evaluate_demo(config, workdir, model)
+  bar.update(1)
   _write_json(os.path.join(out, "summary.json"), summary)
   logging.info("Report written to %s: %s", out, ", ".join(sorted(files)))
   return summary
+
+
+
 
 
 def _shapes_metrics(model, clips: dict[str, np.ndarray], samples: np.ndarray) -> dict[str, float]:
