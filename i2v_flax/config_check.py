@@ -50,11 +50,12 @@ _RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "stage1.lr_decay_per_epoch": _DECAY, "stage1.warmup_steps": _NONNEG,
     "stage2.num_blocks": _POS, "stage2.hidden": _POS, "stage2.num_hidden_layers": _NONNEG,
     "stage2.leaky_slope": _DECAY, "stage2.cond_dim": _POS, "stage2.eta_dim": _NONNEG,
-    "stage2.control_every": _POS, "stage2.lr": _POS, "stage2.b1": _UNIT, "stage2.b2": _UNIT,
+    "stage2.control_every": _POS, "stage2.eta_dropout": _UNIT, "stage2.lr": _POS, "stage2.b1": _UNIT, "stage2.b2": _UNIT,
     "stage2.decay_every_epochs": _POS, "stage2.decay_factor": _DECAY,
     "eval.num_videos": _POS, "eval.num_sample_sets": _POS, "eval.div_num_samples": _POS,
     "eval.batch_size": _POS, "eval.temperature": _POS,
-    "report.num_videos": _NONNEG, "report.num_sample_sets": _POS, "report.num_samples": _POS,
+    "report.num_videos": _NONNEG, "report.num_sample_sets": _POS,
+    "report.num_samples": (">= 2", lambda v: v >= 2),
 }
 for _stage in ("stage1", "stage2"):
   _RANGES.update({

@@ -98,6 +98,7 @@ def base_config() -> ml_collections.ConfigDict:
   s2.control = ""  # '', 'bins' (bair: 3x10 one-hot) or 'continuous' (shapes/texture direction).
   s2.eta_dim = 0  # Dimension of eta (30 for bins; 4 for shapes: position + drift direction).
   s2.control_every = 4  # With control, blocks whose index is not a multiple of this feed s/t only [c, eta] (no half of x), as the reference.
+  s2.eta_dropout = 0.0  # Demo departure: hide eta from this fraction of training clips, so one flow samples with and without control (0 = reference).
   s2.lr = 1e-5  # Adam (amsgrad) learning rate.
   s2.b1 = 0.9  # Adam beta1.
   s2.b2 = 0.99  # Adam beta2.

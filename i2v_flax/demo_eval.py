@@ -100,7 +100,11 @@ def evaluate_demo(config: ml_collections.ConfigDict, workdir: str, model: Any
   clips = protocol.load_test_clips(cfg)
   out: dict[str, Any] = {"stage1": stage1_heldout(model, clips["video"])}
   if rep.metrics:
-    results = protocol.evaluate(cfg, workdir, model=model, clips=clips)
+    # A model with optional control is scored without it: the paper's setting, where the
+    # samples of one x_0 must find the different futures themselves (control.gif tests eta).
+    scored = ({k: v for k, v in clips.items() if k != "eta"}
+              if getattr(model, "control_is_optional", False) else clips)
+    results = protocol.evaluate(cfg, workdir, model=model, clips=scored)
     out["methods"] = {name: {k: v["mean"] for k, v in m.items()}
                       for name, m in results["methods"].items()}
   meta = {k: v for k, v in clips.items() if k not in ("video", "eta")}

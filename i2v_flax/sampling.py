@@ -76,6 +76,11 @@ class VideoModel:
   def has_control(self) -> bool:
     return bool(self.config.stage2.control)
 
+  @property
+  def control_is_optional(self) -> bool:
+    """Trained with `stage2.eta_dropout > 0`: without eta it samples unconditionally."""
+    return self.has_control and float(self.config.stage2.get("eta_dropout", 0.0)) > 0
+
   def _batched(self, fn, *arrays):
     """Run fn over arrays whose leading axis is the batch, in chunks of at most
     `config.eval.batch_size` (rounded up to the device count), each padded, sharded and unpadded.
@@ -115,7 +120,10 @@ class VideoModel:
                          "empty); drop eta or train with a control config.")
       return None
     dim = int(self.config.stage2.eta_dim)
+    optional = self.control_is_optional
     if eta is None:
+      if optional:  # Trained with eta dropout: sample without control.
+        return np.zeros((batch, dim + 1), np.float32)
       logging.info("No eta given for a control model: drawing eta from its prior.")
       return random_eta(self.config, batch, rng)
     eta = np.asarray(eta, np.float32)
@@ -123,6 +131,8 @@ class VideoModel:
     if eta.shape != (batch, dim):
       raise errors.InvalidInput(f"eta must be ({batch}, {dim}) or ({dim},), got {eta.shape}. Fix: build it "
                        "with i2v_flax.sampling.eta_from_values(config, values).")
+    if optional:  # [eta, given = 1], as stage2_steps.optional_eta.
+      return np.concatenate([eta, np.ones((batch, 1), np.float32)], axis=-1)
     return eta
 
   def _draw_nu(self, shape, temperature: float, rng: np.random.Generator) -> np.ndarray:

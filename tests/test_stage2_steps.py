@@ -74,3 +74,22 @@ def test_nll_metrics_constants():
   # For the identity flow (nu = z, logdet = 0) the NLL is exactly the N(0, I) reference.
   m = stage2.nll_metrics(z, jnp.zeros(2), z)
   np.testing.assert_allclose(m["nll"], m["nll_ref"], rtol=1e-6)
+
+
+def test_optional_eta_adds_a_given_indicator_and_widens_the_flow_condition():
+  """stage2.eta_dropout > 0 (the demo's optional control): the flow sees [eta * given, given],
+  so eta can be withheld at sampling; 0 (reference) leaves eta and the flow unchanged."""
+  import jax.numpy as jnp
+  from i2v_flax import config_lib
+  from i2v_flax.models.cinn import build_conditional_flow
+  from i2v_flax.train.stage2_steps import optional_eta
+  config = config_lib.load_config("configs/shapes.py:tiny")
+  eta = jnp.asarray([[0.2, 0.8, 0.0, 0.0], [0.5, 0.5, 1.0, 0.0]])
+  out = optional_eta(config, eta, jnp.asarray([1.0, 0.0]))
+  np.testing.assert_allclose(out, [[0.2, 0.8, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0, 0.0]])
+  np.testing.assert_allclose(optional_eta(config, eta)[:, -1], [1.0, 1.0])
+  assert build_conditional_flow(config.stage2).eta_dim == 5
+  config.stage2.eta_dropout = 0.0
+  assert optional_eta(config, eta) is eta
+  assert build_conditional_flow(config.stage2).eta_dim == 4
+  assert config_lib.load_config("configs/bair.py:control").stage2.eta_dropout == 0.0

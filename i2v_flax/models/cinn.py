@@ -306,6 +306,8 @@ def data_init_actnorms(flow: ConditionalFlow, variables: dict, z: Array, cond: A
 def build_conditional_flow(stage2_cfg, seed: int = 0) -> ConditionalFlow:
   """The flow of `config.stage2` (eta_dim counts only when control is on)."""
   eta_dim = int(stage2_cfg.eta_dim) if stage2_cfg.control else 0
+  if eta_dim and float(stage2_cfg.get("eta_dropout", 0.0)) > 0:
+    eta_dim += 1  # The 'eta given' indicator of optional control (stage2.optional_eta).
   if stage2_cfg.control and eta_dim <= 0:
     raise ValueError(f"config.stage2.control={stage2_cfg.control!r} needs eta_dim > 0 "
                      f"(30 for 'bins', 4 for shapes), got {stage2_cfg.eta_dim}.")

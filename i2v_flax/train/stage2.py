@@ -39,7 +39,7 @@ from i2v_flax.train.stage2_steps import (MODEL_KEYS, build_flow, condition,  # n
 # Fields that fix the shapes (or the function) of stage-2 checkpoints.
 ARCH_FIELDS = tuple(f"stage2.{k}" for k in (
     "num_blocks", "hidden", "num_hidden_layers", "cond_dim", "embedder", "embedder_norm",
-    "embedder_widths", "control", "eta_dim", "control_every", "leaky_slope")) + (
+    "embedder_widths", "control", "eta_dim", "control_every", "eta_dropout", "leaky_slope")) + (
         "seed", "stage1.z_dim", "data.resolution")
 NUM_SAMPLES = 4
 

@@ -42,6 +42,18 @@ def build_flow(config: ml_collections.ConfigDict) -> tuple[ConditionalFlow, nn.M
   return build_conditional_flow(config.stage2, seed=int(config.seed)), build_embedder(config.stage2)
 
 
+def optional_eta(config: ml_collections.ConfigDict, eta: jax.Array | None,
+                 given: jax.Array | None = None) -> jax.Array | None:
+  """eta as the flow sees it. With `stage2.eta_dropout > 0` (optional control, a departure from
+  the reference for the one-model demo) it is `[eta * given, given]`: `given` (B,) is 1 where
+  eta is known and 0 where the model must sample without it, so one flow serves both
+  unconditional sampling (several futures per x_0) and control. Otherwise eta unchanged."""
+  if eta is None or float(config.stage2.get("eta_dropout", 0.0)) <= 0:
+    return eta
+  given = jnp.ones(eta.shape[:1], eta.dtype) if given is None else given.astype(eta.dtype)
+  return jnp.concatenate([eta * given[:, None], given[:, None]], axis=-1)
+
+
 def condition(embedder: nn.Module, emb_vars: dict, x0: jax.Array,
               eta: jax.Array | None = None) -> jax.Array:
   """The flow's condition [c(x_0), eta] (eta only for control models). Jit-friendly."""
@@ -125,7 +137,7 @@ def make_init_fn(config: ml_collections.ConfigDict, flow: ConditionalFlow,
   def init(z: jax.Array, x0: jax.Array, eta: jax.Array | None, rng: jax.Array) -> State:
     k_emb, k_flow, k_state = jax.random.split(rng, 3)
     emb_vars = embedder.init(k_emb, x0)
-    cond = condition(embedder, emb_vars, x0, eta)
+    cond = condition(embedder, emb_vars, x0, optional_eta(config, eta))
     flow_vars = flow.init(k_flow, z, cond, method=flow.forward)
     state = {"step": jnp.zeros((), jnp.int32), "rng": k_state, "flow": flow_vars,
              "embedder": emb_vars}
@@ -152,8 +164,12 @@ def make_steps(config: ml_collections.ConfigDict, flow: ConditionalFlow, embedde
 
   def train_step(state: State, batch: dict, enc_vars: dict) -> tuple[State, dict]:
     x0, frames, eta = _split_batch(config, batch)
-    rng, k_z = jax.random.split(state["rng"])
+    rng, k_z, k_drop = jax.random.split(state["rng"], 3)
     z = encode_z(enc_vars, frames, k_z)
+    if eta is not None:
+      keep = jax.random.bernoulli(k_drop, 1.0 - float(config.stage2.get("eta_dropout", 0.0)),
+                                  eta.shape[:1])
+      eta = optional_eta(config, eta, keep)
 
     def loss_fn(params):
       emb_params = (jax.lax.stop_gradient(state["embedder"]["params"]) if frozen_embedder
@@ -177,7 +193,7 @@ def make_steps(config: ml_collections.ConfigDict, flow: ConditionalFlow, embedde
   def sample(state: State, dec_vars: dict, batch: dict, rng: jax.Array,
              num_samples: int = 4) -> jax.Array:
     x0, _, eta = _split_batch(config, batch)
-    cond = condition(embedder, state["embedder"], x0, eta)
+    cond = condition(embedder, state["embedder"], x0, optional_eta(config, eta))
     nu = jax.random.normal(rng, (num_samples,) + (x0.shape[0], config.stage1.z_dim))
     z = jax.vmap(lambda n: flow_forward(flow, state["flow"], n, cond))(nu)
     videos = jax.vmap(lambda zz: stage1.decode(decoder, dec_vars, x0, zz))(z)
