@@ -44,7 +44,7 @@ def test_control_errors_measure_the_distance_to_the_requested_position():
   errors = demo_eval.control_errors(np.stack([video] * 3), targets,
                                     {k: ex[k] for k in ("colors", "radius", "num_objects",
                                                         "shape_kind")})
-  np.testing.assert_allclose(errors, [0.0, 4.0, 3.0], atol=0.15)
+  np.testing.assert_allclose(errors, [0.0, 4.0, 3.0], atol=0.3)  # Tracker: +-0.25 px on squares.
   blank = np.zeros_like(video)[None]  # No object anywhere: reported as lost, not as 0 px.
   assert demo_eval.control_errors(blank, targets[:1], {k: ex[k] for k in (
       "colors", "radius", "num_objects", "shape_kind")}) == [None]

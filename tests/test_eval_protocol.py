@@ -78,7 +78,7 @@ def test_baselines_are_flagged(run):
   static, noise = run[2]["methods"]["static"], run[2]["methods"]["w/o cINN"]
   assert static["shapes/mean_speed"]["mean"] < 0.05
   assert static["shapes/final_pos_error"]["mean"] > 3.0
-  assert static["fvd"]["first"] > 1e-3
+  assert static["fvd"]["first"] > 1e-5  # Small on the slow single-object demo data, not 0.
   assert len(static["fvd"]["values"]) == 1  # Deterministic: one set.
   assert noise["shapes/found_fraction"]["mean"] < 0.5
   assert noise["lpips"]["mean"] > static["lpips"]["mean"]

@@ -41,8 +41,6 @@ def test_shapes_train_batch_matches_ground_truth(shapes_data_dir):
     np.testing.assert_array_equal(batch["positions"][b], ref["positions"][s:s + 17])
     # eta = object 0 at the clip's last frame, then the unit drift direction.
     np.testing.assert_allclose(batch["eta"][b, :2], ref["positions"][s + 16, 0], atol=1e-6)
-    np.testing.assert_allclose(batch["eta"][b, 2:],
-                               ref["drift"] / np.linalg.norm(ref["drift"]), atol=1e-6)
     np.testing.assert_allclose(batch["eta"][b], data.shapes_eta(ref["positions"][s + 16, 0],
                                                                 ref["drift"]), atol=1e-6)
 
@@ -128,14 +126,16 @@ def test_fused_batch_jitter_equals_per_clip_reference():
 
 @pytest.mark.parametrize("resize_crop", [True, False])  # Per-clip and fused-batch paths.
 def test_geometric_augmentation_keeps_positions_on_the_pixels(shapes_data_dir, resize_crop):
-  cfg = _shapes_config(shapes_data_dir, control=False, flip=True, resize_crop=resize_crop)
+  # The original scene (1-3 objects, drifting texture): flips show in the drift's sign.
+  cfg = _shapes_config(shapes_data_dir, control=False, flip=True, resize_crop=resize_crop,
+                       builder_config="res32")
   checked = flips = 0
   it = data.create_iterator(cfg, "train", 4, seed=3, with_metadata=True)
   for _ in range(3):
     batch = next(it)
     for b in range(4):
       top = int(batch["num_objects"][b]) - 1  # Drawn last, never occluded.
-      ref = shapes_builder.example_for("train", int(batch["index"][b]), 32, "single")
+      ref = shapes_builder.example_for("train", int(batch["index"][b]), 32)
       s = int(batch["start"][b])
       flips += int(np.sign(batch["drift"][b, 0]) != np.sign(ref["drift"][0]))
       for t in (0, 16):
@@ -252,7 +252,7 @@ def test_errors_name_problem_and_fix(shapes_data_dir, tmp_path):
       mcfg.manual_dir = manual_dir
       with pytest.raises(FileNotFoundError, match="--config.data.manual_dir=/path"):
         data.prepare(mcfg)
-      with pytest.raises(FileNotFoundError, match="Download them from http"):
+      with pytest.raises(FileNotFoundError, match="(?i)download them from http"):
         data.create_iterator(mcfg, "train", 2)
   ctl = config_lib.load_config(os.path.join(REPO, "configs/iper.py:tiny")).data
   ctl.control, ctl.manual_dir = True, str(REPO)

@@ -25,7 +25,7 @@ def test_main_console_has_bars_summary_and_no_chatter(trained_workdir, shapes_da
   console = proc.stdout + proc.stderr
   assert proc.returncode == 0, console[-3000:]
   for bar in (r"data i2v_shapes/res32_single: 100%.*1/1", r"stage 1: 100%.*5/5.*l1=.*psnr=",
-              r"stage 2: 100%.*5/5.*nll=", r"report: 100%.*1/1"):
+              r"stage 2: 100%.*5/5.*nll=", r"report: 100%.*6/6"):
     assert re.search(bar, console), (bar, console[-3000:])
   for chatter in ("WARNING", "I0000", "tensorflow", "absl", "Traceback", "W0000"):
     assert chatter not in console, (chatter, console[-3000:])

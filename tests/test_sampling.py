@@ -9,6 +9,7 @@ import pytest
 
 from i2v_flax import data, sampling
 from i2v_flax.train import stage1, stage2
+from i2v_flax.train.stage2_steps import optional_eta
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,8 @@ def test_encode_returns_the_nu_that_regenerates_the_video_latent(model, clips):
   nu = model.encode(video, eta=eta)
   assert nu.shape == (2, model.z_dim) and np.isfinite(nu).all()
   variables = jax.device_get(model.variables)
-  cond = stage2.condition(model.embedder, variables["embedder"], video[:, 0], eta)
+  cond = stage2.condition(model.embedder, variables["embedder"], video[:, 0],
+                          optional_eta(model.config, eta))
   z = stage2.flow_forward(model.flow, variables["flow"], nu, cond)
   _, mu, _ = stage1.encode(model.stage1_models.encoder, variables["encoder"], video[:, 1:], None)
   np.testing.assert_allclose(np.asarray(z), np.asarray(mu), atol=1e-4)

@@ -11,6 +11,7 @@ from i2v_flax import config_lib
 from i2v_flax import data as data_lib
 from i2v_flax.models import cinn
 from i2v_flax.train import stage1, stage2
+from i2v_flax.train.stage2_steps import optional_eta
 
 
 def _tiny(shapes_data_dir):
@@ -35,7 +36,8 @@ def _fixed_nll(workdir, config, batch):
   flow, embedder = stage2.build_flow(cfg)
   enc = stage1.build_models(cfg).encoder
   _, mu, _ = stage1.encode(enc, s1["encoder"], batch["video"][:, 1:], None)
-  cond = stage2.condition(embedder, v["embedder"], batch["video"][:, 0], batch["eta"])
+  cond = stage2.condition(embedder, v["embedder"], batch["video"][:, 0],
+                          optional_eta(cfg, batch["eta"]))
   nu, logdet = stage2.flow_inverse(flow, v["flow"], mu, cond)
   z = stage2.flow_forward(flow, v["flow"], nu, cond)
   np.testing.assert_allclose(z, mu, atol=1e-4)  # Restored flow is exactly invertible.
