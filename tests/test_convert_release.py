@@ -19,31 +19,13 @@ from configs import bair
 from i2v_flax.convert import evaluation, release
 from i2v_flax.convert.fixtures import load_fixture
 from i2v_flax.convert.torch_layout import ConversionError
+from reference_state_dicts import cinn_state_dict
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "reference")
 FILES = {"encoder": "best_PFVD_ENC.pth.tar", "decoder": "best_PFVD_GEN.pth", "cinn": "cINN.pth",
          "embedder": "Encoder_stage2.pth"}
 
 
-def _cinn_state_dict(blocks: int, dim: int, cond: int, hidden: int = 16, depth: int = 2):
-  """A reference ConditionalFlow state_dict (conditioning_option 'None', no control)."""
-  rng = np.random.default_rng(0)
-  sd = {}
-  dims = [dim // 2 + cond] + [hidden] * (depth + 1) + [dim // 2]
-  for i in range(blocks):
-    p = f"sub_layers.{i}."
-    sd[p + "norm_layer.loc"] = 0.1 * rng.standard_normal((1, dim, 1, 1)).astype(np.float32)
-    sd[p + "norm_layer.scale"] = 1 + 0.1 * rng.standard_normal((1, dim, 1, 1)).astype(np.float32)
-    sd[p + "norm_layer.initialized"] = np.ones((), np.uint8)
-    for net in ("s.0", "t.0", "s.1", "t.1"):
-      for j in range(len(dims) - 1):
-        w = rng.standard_normal((dims[j + 1], dims[j])) / np.sqrt(dims[j])
-        sd[f"{p}coupling.{net}.main.{2 * j}.weight"] = (0.3 * w).astype(np.float32)
-        sd[f"{p}coupling.{net}.main.{2 * j}.bias"] = np.zeros(dims[j + 1], np.float32)
-    perm = rng.permutation(dim)
-    sd[p + "shuffle.forward_shuffle_idx"] = perm.astype(np.int64)
-    sd[p + "shuffle.backward_shuffle_idx"] = np.argsort(perm).astype(np.int64)
-  return sd
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +35,7 @@ def state_dicts():
   emb = load_fixture(FIXTURES, "stage2_embedder_in")
   cond = emb.config["z_dim"]
   return {"encoder": enc.state_dict, "decoder": dec.state_dict, "embedder": emb.state_dict,
-          "cinn": _cinn_state_dict(3, dec.config["z_dim"], cond)}
+          "cinn": cinn_state_dict(3, dec.config["z_dim"], cond)}
 
 
 @pytest.fixture
