@@ -207,7 +207,7 @@ def check_writable(path: str, flag: str) -> None:
 
 def check_workdir(config: ml_collections.ConfigDict, workdir: str, mode: str) -> None:
   """What `mode` needs on disk, checked before data is built: see the module docstring."""
-  from i2v_flax.train import common
+  from i2v_flax.train import run_config
   check_writable(workdir, "--workdir")
   s1_dir = config.stage2.stage1_workdir or workdir
   if mode == "train_stage2" and not _has_checkpoint(os.path.join(s1_dir, "checkpoints", "stage1")):
@@ -222,11 +222,11 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str, mode: str) ->
         "run.")
   if mode in ("all", "train_stage1"):
     from i2v_flax.train import stage1
-    common.check_compatible(workdir, config, stage1.ARCH_FIELDS)
+    run_config.check_compatible(workdir, config, stage1.ARCH_FIELDS)
   if mode in ("all", "train_stage2") and os.path.isdir(os.path.join(workdir, "checkpoints",
                                                                     "stage2")):
     from i2v_flax.train import stage2
-    common.check_compatible(workdir, config, stage2.ARCH_FIELDS)
+    run_config.check_compatible(workdir, config, stage2.ARCH_FIELDS)
   _check_data(config)
 
 

@@ -199,3 +199,15 @@ def frames_row(x0: np.ndarray, samples: Sequence[np.ndarray]) -> np.ndarray:
   """Stack [x0 held still | sample_1 | ...] as (1, cols, T, H, W, 3) for `grid`."""
   t = samples[0].shape[0]
   return np.stack([np.repeat(x0[None], t, 0), *samples])[None]
+
+
+def video_grid(columns: Sequence[np.ndarray], max_rows: int = 4, pad: int = 1) -> np.ndarray:
+  """Columns of videos (B, T, H, W, 3) in [-1, 1] -> one (T, H', W', 3) uint8 grid video.
+
+  Row i shows sample i of every column side by side (e.g. [input | reconstruction | sample]).
+  Columns with fewer frames hold their last frame.
+  """
+  cols = [np.asarray(c)[:max_rows] for c in columns]
+  t = max(c.shape[1] for c in cols)
+  cols = [np.concatenate([c, np.repeat(c[:, -1:], t - c.shape[1], axis=1)], axis=1) for c in cols]
+  return grid(to_uint8(np.stack(cols, axis=1)), pad=pad)

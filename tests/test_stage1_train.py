@@ -16,7 +16,7 @@ import pytest
 
 from i2v_flax import config_lib, parallel
 from i2v_flax.models import lpips
-from i2v_flax.train import common, stage1
+from i2v_flax.train import common, run_config, stage1
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -121,7 +121,7 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path):
 
 def test_resume_refuses_a_different_architecture(tmp_path):
   c = _config(2)
-  common.write_config(str(tmp_path), c)
+  run_config.write_config(str(tmp_path), c)
   c.stage1.z_dim = 32
   with pytest.raises(ValueError, match="z_dim.*new --workdir"):
     stage1.train(c, str(tmp_path), _iter_from)

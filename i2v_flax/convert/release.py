@@ -193,18 +193,18 @@ def convert_models(config: ml_collections.ConfigDict, sds: Mapping[str, Mapping]
 
 def _write_workdir(directory: str, config: ml_collections.ConfigDict, models: dict[str, dict],
                    info: dict[str, Any]) -> None:
-  from i2v_flax.train import common
+  from i2v_flax.train import checkpoints, run_config
   from i2v_flax.train import stage1 as train1
   from i2v_flax.train import stage2 as train2
-  common.write_config(directory, config)
+  run_config.write_config(directory, config)
   for stage, ckpt_dir in (("stage1", train1.checkpoint_dir(directory)),
                           ("stage2", train2.checkpoint_dir(directory))):
     if stage not in models:
       continue
-    mngr = common.make_checkpoint_manager(ckpt_dir, save_interval_steps=1, max_to_keep=1,
+    mngr = checkpoints.make_checkpoint_manager(ckpt_dir, save_interval_steps=1, max_to_keep=1,
                                           item_names=("models", "train"))
     try:
-      common.save_checkpoint(mngr, 0, {"models": models[stage]}, force=True)
+      checkpoints.save_checkpoint(mngr, 0, {"models": models[stage]}, force=True)
       mngr.wait_until_finished()
     finally:
       mngr.close()

@@ -21,10 +21,10 @@ import numpy as np
 from absl import logging
 from clu import periodic_actions
 
-from i2v_flax import config_lib, errors, parallel, progress
+from i2v_flax import config_lib, errors, parallel, progress, video_io
 from i2v_flax.models.decoder import Decoder
 from i2v_flax.models.encoder import Encoder
-from i2v_flax.train import common
+from i2v_flax.train import checkpoints, common, run_config
 from i2v_flax.train.stage1_steps import (MODEL_KEYS, Stage1Models, build_models,  # noqa: F401
                                          check_stage1_config, make_init_fn, make_steps)
 
@@ -76,16 +76,16 @@ def restore_stage1(workdir: str, config: ml_collections.ConfigDict | None = None
     raise errors.MissingInput(f"No stage-1 checkpoints in {ckpt} (workdir {workdir!r}). Train "
                             f"stage 1 first: {command}")
   if config is None:
-    config = common.read_config(workdir)
-  mngr = common.make_checkpoint_manager(ckpt, save_interval_steps=1, max_to_keep=1_000_000,
+    config = run_config.read_config(workdir)
+  mngr = checkpoints.make_checkpoint_manager(ckpt, save_interval_steps=1, max_to_keep=1_000_000,
                                         item_names=("models", "train"))
   try:
     if mngr.latest_step() is None:
       raise errors.MissingInput(f"{ckpt} holds no finished stage-1 checkpoint (workdir "
                               f"{workdir!r}). Train stage 1 first: {command}")
-    abstract = common.abstract_like(_abstract_models(config, build_models(config)),
+    abstract = checkpoints.abstract_like(_abstract_models(config, build_models(config)),
                                     parallel.replicated(parallel.make_mesh()))
-    variables = common.restore_checkpoint(mngr, {"models": abstract})["models"]
+    variables = checkpoints.restore_checkpoint(mngr, {"models": abstract})["models"]
   finally:
     mngr.close()
   return config, variables
@@ -114,9 +114,9 @@ def _log_eval(writer, steps, state, eval_video, step: int, workdir: str,
   z_use = float(np.mean(jax.device_get(z_use)))
   writer.write_scalars(step, {"eval/psnr": psnr, "eval/z_use": z_use})
   if jax.process_index() == 0:
-    grid = common.video_grid([jax.device_get(eval_video)[:, 1:], jax.device_get(recon),
+    grid = video_io.video_grid([jax.device_get(eval_video)[:, 1:], jax.device_get(recon),
                               jax.device_get(prior)])
-    common.write_gif(os.path.join(workdir, "samples", f"stage1_{step}.gif"), grid)
+    video_io.write_video(os.path.join(workdir, "samples", f"stage1_{step}.gif"), grid)
   logging.info("stage 1 step %d: held-out reconstruction PSNR %.2f dB, z-use %.4f", step, psnr,
                z_use)
   return psnr, z_use
@@ -134,8 +134,8 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   check_stage1_config(config)
   mesh = parallel.make_mesh()
   parallel.check_global_batch(s1.batch_size, mesh)
-  common.check_compatible(workdir, config, ARCH_FIELDS)
-  common.write_config(workdir, config)
+  run_config.check_compatible(workdir, config, ARCH_FIELDS)
+  run_config.write_config(workdir, config)
   total = config_lib.steps(s1)
   models = build_models(config)
   lpips_params = None
@@ -145,21 +145,21 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   steps = _cached_steps(config, models, mesh, lpips_params)
   init_fn = make_init_fn(config, models)
   rng = jax.random.PRNGKey(config.seed)
-  mngr = common.make_checkpoint_manager(checkpoint_dir(workdir),
+  mngr = checkpoints.make_checkpoint_manager(checkpoint_dir(workdir),
                                         save_interval_steps=s1.checkpoint_every,
                                         max_to_keep=s1.keep_checkpoints,
                                         item_names=("models", "train"))
   writer = common.create_writer(os.path.join(workdir, "tensorboard", "stage1"))
-  stop = common.install_sigterm_flag()
+  stop = checkpoints.install_sigterm_flag()
   start = mngr.latest_step() or 0
   batches = make_train_iter(start)
   first = next(batches)
   video = parallel.shard_batch(first["video"], mesh)
   init_jit = jax.jit(init_fn, out_shardings=parallel.replicated(mesh))
   if start:
-    abstract = common.abstract_like(jax.eval_shape(init_fn, video, rng),
+    abstract = checkpoints.abstract_like(jax.eval_shape(init_fn, video, rng),
                                     parallel.replicated(mesh))
-    state = common.restore_state(mngr, abstract, MODEL_KEYS, start)
+    state = checkpoints.restore_state(mngr, abstract, MODEL_KEYS, start)
     logging.info("Resumed stage 1 from step %d in %s", start, checkpoint_dir(workdir))
   else:
     state = init_jit(video, rng)
@@ -170,7 +170,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   report = periodic_actions.ReportProgress(num_train_steps=total, writer=writer,
                                            every_secs=30.0)
 
-  save = common.make_state_saver(mngr, MODEL_KEYS, last_saved=start)
+  save = checkpoints.make_state_saver(mngr, MODEL_KEYS, last_saved=start)
 
   t_last, step_last = time.time(), start
   bar = progress.start("stage 1", total, initial=start)

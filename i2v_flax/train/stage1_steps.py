@@ -26,7 +26,7 @@ from i2v_flax.models.discriminators import (SpatialDiscriminator, TemporalDiscri
                                             make_temporal_discriminator)
 from i2v_flax.models.encoder import Encoder, make_encoder
 from i2v_flax.models.layers import SPECTRAL
-from i2v_flax.train import common
+from i2v_flax.train import common, optimizers
 
 State = dict[str, Any]
 MODEL_KEYS = ("encoder", "decoder")
@@ -61,7 +61,7 @@ def check_stage1_config(config: ml_collections.ConfigDict) -> None:
 def make_optimizer(config: ml_collections.ConfigDict
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   s1 = config.stage1
-  return common.adam_coupled_wd(s1.lr, s1.b1, s1.b2, s1.weight_decay, s1.steps_per_epoch,
+  return optimizers.adam_coupled_wd(s1.lr, s1.b1, s1.b2, s1.weight_decay, s1.steps_per_epoch,
                                 s1.lr_decay_per_epoch)
 
 

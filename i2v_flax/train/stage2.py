@@ -29,9 +29,9 @@ import numpy as np
 from absl import logging
 from clu import periodic_actions
 
-from i2v_flax import config_lib, errors, parallel, progress
+from i2v_flax import config_lib, errors, parallel, progress, video_io
 from i2v_flax.models.embedder import embedder_is_frozen
-from i2v_flax.train import common, stage1
+from i2v_flax.train import checkpoints, common, run_config, stage1
 from i2v_flax.train.stage2_steps import (MODEL_KEYS, build_flow, condition,  # noqa: F401
                                          flow_forward, flow_inverse, make_init_fn, make_steps,
                                          nll_metrics)
@@ -63,10 +63,10 @@ def load_frozen_stage1(config: ml_collections.ConfigDict, workdir: str
   fix = (f"Fix: train stage 1 there first (--mode=train_stage1 --workdir={s1_dir}) or point "
          "--config.stage2.stage1_workdir at a finished stage-1 workdir.")
   ckpt = stage1.checkpoint_dir(s1_dir)
-  if not os.path.isdir(ckpt) or not os.path.exists(os.path.join(s1_dir, common.CONFIG_FILE)):
+  if not os.path.isdir(ckpt) or not os.path.exists(os.path.join(s1_dir, run_config.CONFIG_FILE)):
     raise errors.MissingInput(f"Stage 2 needs a trained stage 1, but {ckpt} (or its config.json) "
                             f"does not exist. {fix}")
-  s1_config = common.read_config(s1_dir)
+  s1_config = run_config.read_config(s1_dir)
   for field, ours, theirs in (
       ("stage1.z_dim", config.stage1.z_dim, s1_config.stage1.z_dim),
       ("data.resolution", config.data.resolution, s1_config.data.resolution)):
@@ -99,8 +99,8 @@ def restore_stage2(workdir: str, config: ml_collections.ConfigDict | None = None
   """
   ckpt = checkpoint_dir(workdir)
   if config is None:
-    config = common.read_config(workdir)
-  mngr = common.make_checkpoint_manager(ckpt, save_interval_steps=1, max_to_keep=1_000_000,
+    config = run_config.read_config(workdir)
+  mngr = checkpoints.make_checkpoint_manager(ckpt, save_interval_steps=1, max_to_keep=1_000_000,
                                         item_names=("models", "train"))
   try:
     step = mngr.latest_step() if os.path.isdir(ckpt) else None
@@ -109,9 +109,9 @@ def restore_stage2(workdir: str, config: ml_collections.ConfigDict | None = None
           f"No stage-2 checkpoint in {ckpt}. Train stage 2 first: python -m i2v_flax.main "
           f"--config=configs/<dataset>.py --workdir={workdir} --mode=train_stage2")
     abstract = _abstract_models(config)
-    abstract = common.abstract_like({k: abstract[k] for k in MODEL_KEYS},
+    abstract = checkpoints.abstract_like({k: abstract[k] for k in MODEL_KEYS},
                                     parallel.replicated(parallel.make_mesh()))
-    variables = common.restore_checkpoint(mngr, {"models": abstract}, step=step)["models"]
+    variables = checkpoints.restore_checkpoint(mngr, {"models": abstract}, step=step)["models"]
   finally:
     mngr.close()
   return config, {**variables, "step": int(step)}
@@ -155,7 +155,7 @@ def load_embedder_init(config: ml_collections.ConfigDict, target: dict) -> dict:
   if os.path.isfile(path):
     variables = _converted_embedder(config, path)
   else:
-    src_config = common.read_config(path)
+    src_config = run_config.read_config(path)
     fields = ("embedder", "cond_dim") + (("embedder_norm",) if config.stage2.embedder ==
                                          "resnet50" else ("embedder_widths",))
     for field in fields:  # Workdirs from before `embedder` existed hold the small ResNet.
@@ -179,8 +179,8 @@ def _write_samples(steps, state, dec_vars, sample_batch, step: int, workdir: str
   real = np.asarray(jax.device_get(sample_batch["video"]))
   x0 = real[:, :1]
   columns = [real] + [np.concatenate([x0, videos[:, k]], axis=1) for k in range(videos.shape[1])]
-  common.write_gif(os.path.join(workdir, "samples", f"stage2_{step}.gif"),
-                   common.video_grid(columns, max_rows=4))
+  video_io.write_video(os.path.join(workdir, "samples", f"stage2_{step}.gif"),
+                   video_io.video_grid(columns, max_rows=4))
 
 
 def _model_batch(config: ml_collections.ConfigDict, batch: dict) -> dict:
@@ -211,29 +211,29 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   s1_models = stage1.build_models(s1_config)
   if os.path.abspath(stage1_workdir(config, workdir)) == os.path.abspath(workdir):
     # config.json is about to be rewritten; it must keep describing the stage-1 checkpoint.
-    common.check_compatible(workdir, config, stage1.ARCH_FIELDS)
+    run_config.check_compatible(workdir, config, stage1.ARCH_FIELDS)
   if os.path.isdir(checkpoint_dir(workdir)):
-    common.check_compatible(workdir, config, ARCH_FIELDS)
-  common.write_config(workdir, config)
+    run_config.check_compatible(workdir, config, ARCH_FIELDS)
+  run_config.write_config(workdir, config)
   s1_vars = parallel.replicate(s1_vars, mesh)
   enc_vars, dec_vars = s1_vars["encoder"], s1_vars["decoder"]
   flow, embedder = build_flow(config)
   steps = make_steps(config, flow, embedder, s1_models.encoder, s1_models.decoder, mesh)
   total = config_lib.steps(s2)
   rng = jax.random.PRNGKey(config.seed + 2)
-  mngr = common.make_checkpoint_manager(checkpoint_dir(workdir),
+  mngr = checkpoints.make_checkpoint_manager(checkpoint_dir(workdir),
                                         save_interval_steps=s2.checkpoint_every,
                                         max_to_keep=s2.keep_checkpoints,
                                         item_names=("models", "train"))
   writer = common.create_writer(os.path.join(workdir, "tensorboard", "stage2"))
-  stop = common.install_sigterm_flag()
+  stop = checkpoints.install_sigterm_flag()
   start = mngr.latest_step() or 0
   batches = make_train_iter(start)
   batch = parallel.shard_batch(_model_batch(config, next(batches)), mesh)
   init_fn = make_init_fn(config, flow, embedder)
   if start:
-    abstract = common.abstract_like(_abstract_models(config), parallel.replicated(mesh))
-    state = common.restore_state(mngr, abstract, MODEL_KEYS, start)
+    abstract = checkpoints.abstract_like(_abstract_models(config), parallel.replicated(mesh))
+    state = checkpoints.restore_state(mngr, abstract, MODEL_KEYS, start)
     logging.info("Resumed stage 2 from step %d in %s", start, checkpoint_dir(workdir))
   else:
     k_init, k_z = jax.random.split(rng)
@@ -254,7 +254,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   sample_rng = jax.random.PRNGKey(config.seed + 3)
   report = periodic_actions.ReportProgress(num_train_steps=total, writer=writer, every_secs=30.0)
 
-  save = common.make_state_saver(mngr, MODEL_KEYS, last_saved=start)
+  save = checkpoints.make_state_saver(mngr, MODEL_KEYS, last_saved=start)
 
   t_last, step_last = time.time(), start
   bar = progress.start("stage 2", total, initial=start)
