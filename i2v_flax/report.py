@@ -102,9 +102,12 @@ def _write_report(config: ml_collections.ConfigDict, workdir: str,
   bar.update(1)
 
   # 2. Motion transfer: the motion of test video 0 onto the start frames of videos 1..
+  # Without eta when control is optional (the motion then comes from nu alone); otherwise A's
+  # eta goes with its nu (giving B its own eta would make B follow B's own motion).
   a = videos[:1].repeat(NUM_X0 - 1, 0)
-  transferred = model.transfer(a, x0[1:], eta_a=None if eta is None else eta[:1].repeat(
-      NUM_X0 - 1, 0), eta_b=None if eta is None else eta[1:NUM_X0])
+  eta_a = (None if eta is None or model.control_is_optional
+           else eta[:1].repeat(NUM_X0 - 1, 0))
+  transferred = model.transfer(a, x0[1:], eta_a=eta_a)
   src = video_io.to_uint8(a[:, 1:])[:, None]
   files["transfer"] = video_io.write_video(
       os.path.join(out, "transfer.gif"),

@@ -60,3 +60,35 @@ def test_stage1_heldout_numbers_on_the_trained_workdir(trained_workdir, shapes_d
   assert out["psnr_copy_x0"] == pytest.approx(expected_copy, abs=1e-3)
   assert out["psnr_temporal_mean"] > out["psnr_copy_x0"]  # The mean frame knows the future.
   assert out["num_videos"] == 6 and np.isfinite(out["psnr"]) and out["z_use"] > 0
+
+
+class _ReplayModel:
+  """transfer() returns B's own real future, sample() holds B's x_0: known displacements."""
+  control_is_optional = True
+
+  def __init__(self, videos):
+    self.futures = np.roll(videos, -1, axis=0)[:, 1:]
+
+  def transfer(self, video_a, x0_b, eta_a=None):
+    assert eta_a is None  # Optional control: transfer from nu alone.
+    return self.futures[:len(video_a)]
+
+  def sample(self, x0, num_samples, seed=0, eta=None):
+    return np.repeat(np.asarray(x0)[:, None, None], 16, axis=2)
+
+
+def test_transfer_errors_compare_displacements_of_source_and_target():
+  examples = [_example(s) for s in range(5)]
+  videos = np.stack([e["video"] for e in examples]).astype(np.float32) / 127.5 - 1
+  clips = {"video": videos, **_meta(examples)}
+  clips.pop("positions")
+  out = demo_eval.transfer_errors(_ReplayModel(videos), clips)
+  pos = np.stack([e["positions"][[0, -1], 0] for e in examples]) * 32  # (N, 2, 2) px.
+  d = pos[:, 1] - pos[:, 0]
+  d_b = np.roll(d, -1, axis=0)
+  assert out["num_videos"] == 5
+  assert out["source_displacement_px"] == pytest.approx(np.linalg.norm(d, axis=-1).mean(), abs=0.3)
+  # A static sample of B misses A's whole displacement; B's own motion misses by |d_B - d_A|.
+  assert out["fresh_sample_error_px"] == pytest.approx(out["source_displacement_px"], abs=1e-6)
+  assert out["displacement_error_px"] == pytest.approx(
+      np.linalg.norm(d_b - d, axis=-1).mean(), abs=0.3)
