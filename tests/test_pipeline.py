@@ -108,6 +108,8 @@ def test_fused_batch_jitter_equals_per_clip_reference():
   cfg = config_lib.load_config(os.path.join(REPO, "configs/bair.py:tiny")).data
   cfg.resolution = 16
   cfg.brightness, cfg.contrast, cfg.saturation = 0.4, 0.3, 0.5
+  assert not augment.can_fuse(cfg, 16)  # kornia's clamped ops in random order are not affine.
+  cfg.jitter_style = "torchvision"
   assert augment.can_fuse(cfg, 16) and not augment.can_fuse(cfg, 32)
   clips = np.random.default_rng(0).integers(0, 256, (6, 5, 16, 16, 3), dtype=np.uint8)
   refs, flipped_u8, factors = [], [], []
@@ -124,12 +126,85 @@ def test_fused_batch_jitter_equals_per_clip_reference():
   assert np.abs(np.stack(refs) - (clips / 127.5 - 1)).max() > 0.1  # Jitter did something.
 
 
+def _kornia05_rgb_to_hsv(x, eps=1e-8):
+  """numpy transcription of kornia 0.5 rgb_to_hsv (channels last, h in radians)."""
+  maxc, minc, idx = x.max(-1), x.min(-1), x.argmax(-1)
+  delta = maxc - minc
+  s = delta / (maxc + eps)
+  d = np.where(delta == 0, 1.0, delta)
+  rc, gc, bc = (maxc[..., None] - x).transpose(3, 0, 1, 2)
+  h = np.stack([bc - gc, (rc - bc) + 2 * d, (gc - rc) + 4 * d], -1) / d[..., None]
+  h = np.take_along_axis(h, idx[..., None], -1)[..., 0]
+  return 2 * np.pi * ((h / 6.0) % 1.0), s, maxc
+
+
+def _kornia05_hsv_to_rgb(h, s, v):
+  h = h / (2 * np.pi)
+  hi = np.floor(h * 6) % 6
+  f = (h * 6) % 6 - hi
+  p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
+  table = np.stack([np.stack(c, -1) for c in ((v, t, p), (q, v, p), (p, v, t), (p, q, v),
+                                              (t, p, v), (v, p, q))])
+  return np.take_along_axis(table, hi.astype(int)[None, ..., None], 0)[0]
+
+
+def _kornia05_jitter(x, factors, order):
+  """kornia 0.5 ColorJitter.apply_transform with fixed params, in numpy."""
+  b, c, sat, hue = factors
+  def saturation(x):
+    h, s, v = _kornia05_rgb_to_hsv(x)
+    return _kornia05_hsv_to_rgb(h, np.clip(s * sat, 0, 1), v)
+  def hue_shift(x):
+    h, s, v = _kornia05_rgb_to_hsv(x)
+    return _kornia05_hsv_to_rgb(np.fmod(h + hue * 2 * np.pi, 2 * np.pi), s, v)
+  ops = (lambda x: np.clip(x + (b - 1), 0, 1), lambda x: np.clip(x * c, 0, 1), saturation,
+         hue_shift)
+  for i in order:
+    x = ops[i](x)
+  return x
+
+
+def test_kornia_jitter_matches_kornia05_in_every_order():
+  clip = np.random.default_rng(0).uniform(0, 1, (3, 8, 8, 3)).astype(np.float32)
+  factors = np.array([1.25, 0.8, 1.6, -0.12], np.float32)
+  outs = set()
+  for order in ([0, 1, 2, 3], [3, 2, 1, 0], [2, 0, 3, 1], [1, 3, 0, 2]):
+    got = augment.kornia_jitter(tf.constant(clip), tf.constant(factors), tf.constant(order))
+    want = _kornia05_jitter(clip.astype(np.float64), factors.astype(np.float64), order)
+    np.testing.assert_allclose(got.numpy(), want, atol=2e-5)
+    outs.add(np.round(want, 4).tobytes())
+  assert len(outs) == 4  # The order matters, so drawing it per clip is part of the recipe.
+  cfg = config_lib.load_config(os.path.join(REPO, "configs/landscape.py:tiny")).data
+  lo = augment.kornia_factors(cfg, tf.zeros([8])).numpy()
+  hi = augment.kornia_factors(cfg, tf.ones([8])).numpy()
+  np.testing.assert_allclose([lo, hi], [[0.7, 0.7, 0.7, -0.15], [1.3, 1.3, 1.3, 0.15]],
+                             atol=1e-6)  # Additive brightness: x + (f - 1) in [-0.3, 0.3].
+
+
+def test_test_clips_are_resized_straight_and_stage2_jitter():
+  cfg = config_lib.load_config(os.path.join(REPO, "configs/landscape.py:tiny")).data
+  cfg.resolution = 24
+  clip = tf.constant(np.random.default_rng(0).integers(0, 256, (2, 40, 40, 3), np.uint8))
+  out, _, scale, offset = augment.augment_clip(clip, cfg, False, tf.constant([0, 0], tf.int64))
+  want = tf.image.resize(tf.cast(clip, tf.float32) / 255.0, (24, 24), antialias=True) * 2 - 1
+  np.testing.assert_allclose(out.numpy(), want.numpy(), atol=1e-6)  # No upsample + centre crop.
+  assert float(scale) == 1.0 and not np.any(offset.numpy())
+  train, _, scale, _ = augment.augment_clip(clip, cfg, True, tf.constant([0, 0], tf.int64))
+  assert tuple(train.shape) == (2, 24, 24, 3) and np.isclose(float(scale), 40 / 24)  # S+16, crop.
+  stage2 = augment.stage2_data(cfg)  # Landscape's stage 2: no jitter, flip and crop kept.
+  assert (stage2.brightness, stage2.contrast, stage2.saturation, stage2.hue) == (0, 0, 0, 0)
+  assert stage2.flip and stage2.resize_crop and cfg.brightness == 0.3
+  bair = config_lib.load_config(os.path.join(REPO, "configs/bair.py")).data
+  assert augment.stage2_data(bair) is bair
+
+
 @pytest.mark.parametrize("resize_crop", [True, False])  # Per-clip and fused-batch paths.
 def test_geometric_augmentation_keeps_positions_on_the_pixels(shapes_data_dir, resize_crop):
   # The original scene (1-3 objects, drifting texture): flips show in the drift's sign.
   cfg = _shapes_config(shapes_data_dir, control=False, flip=True, resize_crop=resize_crop,
                        builder_config="res32")
   checked = flips = 0
+  moved = []
   it = data.create_iterator(cfg, "train", 4, seed=3, with_metadata=True)
   for _ in range(3):
     batch = next(it)
@@ -146,12 +221,15 @@ def test_geometric_augmentation_keeps_positions_on_the_pixels(shapes_data_dir, r
         pix = batch["video"][b, t, int(y), int(x)]
         want = batch["colors"][b, top] / 127.5 - 1
         assert np.abs(pix - want).max() < 0.1, (pix, want)
-        moved = np.abs(pos - ref["positions"][s + t, top]).max()
+        moved.append(np.abs(pos - ref["positions"][s + t, top]).max())
         checked += 1
       np.testing.assert_allclose(batch["radius"][b, top],
                                  ref["radius"][top] * (1.5 if resize_crop else 1.0), rtol=1e-6)
   assert checked >= 8 and 0 < flips < 12
-  assert moved > 0 if resize_crop else True
+  if resize_crop:  # Scaled by 1.5 and shifted by the random crop: no position stays put.
+    assert min(moved) > 0
+  else:  # Flips only: x mirrored, so positions move exactly when the clip was flipped.
+    assert 0 < max(moved) and min(moved) == 0
 
 
 def test_bair_pipeline_under_mock_data():
@@ -193,47 +271,6 @@ def test_motion_direction_by_phase_correlation():
     np.testing.assert_allclose(got, want, atol=1e-3)
   still = control.motion_direction_tf(tf.constant(img), tf.constant(img)).numpy()
   np.testing.assert_array_equal(still, [0.0, 0.0])
-
-
-def test_manual_dtdb_builder_reads_videos_and_estimates_direction(tmp_path):
-  import imageio
-  texture = np.random.default_rng(1).integers(0, 256, (40, 40, 3), dtype=np.uint8)
-  texture = np.kron(texture, np.ones((4, 4, 1), np.uint8))  # Smooth enough to survive resizing.
-  root = tmp_path / "manual" / "fire"
-  for v in range(2):
-    (root / "train").mkdir(parents=True, exist_ok=True)
-    (root / "test").mkdir(parents=True, exist_ok=True)
-    frames = [np.roll(texture, 4 * t, axis=1) for t in range(33)]  # Moves right.
-    imageio.mimsave(str(root / ("train" if v else "test") / f"v{v}.gif"), frames)
-  cfg = config_lib.load_config(os.path.join(REPO, "configs/dtdb.py:fire,control,tiny")).data
-  cfg.manual_dir, cfg.data_dir = str(tmp_path / "manual"), str(tmp_path / "tfds")
-  cfg.resize_crop, cfg.resolution = False, 128
-  cfg.brightness = cfg.contrast = cfg.saturation = cfg.hue = 0.0
-  data.prepare(cfg)
-  batch = next(data.create_iterator(cfg, "train", 1))
-  assert batch["video"].shape == (1, 17, 128, 128, 3)
-  np.testing.assert_allclose(batch["eta"][0], [1.0, 0.0], atol=1e-6)
-  assert data.num_examples(cfg, "test") == 1
-
-
-def test_manual_iper_builder_reads_frame_folders(tmp_path):
-  import imageio
-  rng = np.random.default_rng(2)
-  for v in range(2):  # Two frame folders: sorted, every 10th (here the first) goes to test.
-    folder = tmp_path / "manual" / f"person{v}"
-    folder.mkdir(parents=True)
-    for t in range(40):
-      imageio.imwrite(str(folder / f"{t:04d}.png"),
-                      rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
-  cfg = config_lib.load_config(os.path.join(REPO, "configs/iper.py:tiny")).data
-  cfg.manual_dir, cfg.data_dir = str(tmp_path / "manual"), str(tmp_path / "tfds")
-  with pytest.raises(FileNotFoundError, match="not prepared.*prepare\\(config.data\\)"):
-    data.create_iterator(cfg, "train", 1)
-  data.prepare(cfg)
-  assert data.num_examples(cfg, "train") == 1 and data.num_examples(cfg, "test") == 1
-  batch = next(data.create_iterator(cfg, "test", 1))
-  assert batch["video"].shape == (1, 17, 64, 64, 3) and batch["video"].dtype == np.float32
-  assert -1 <= batch["video"].min() < batch["video"].max() <= 1
 
 
 def test_errors_name_problem_and_fix(shapes_data_dir, tmp_path):

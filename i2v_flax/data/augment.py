@@ -4,6 +4,12 @@ Why per clip: a per-frame draw would add flicker that the model would learn as m
 All randomness comes from a stateless seed, so a pipeline is reproducible given its seed.
 Geometric ops also return the map they applied to normalised (x, y) coordinates, so ground-truth
 positions and eta stay consistent with the pixels.
+
+Colour jitter comes in two styles (`data.jitter_style`). 'kornia' (default) is what the authors
+trained with, kornia 0.5's ColorJitter: additive brightness, multiplicative contrast, HSV
+saturation and a hue rotation, applied in a random order per clip, each clamped to [0, 1].
+'torchvision' blends towards black / the grey mean / grey in a fixed order; it is affine, so
+without hue it fuses into one 3x3 map per batch (`fused_jitter_batch`), which is faster.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import tensorflow as tf
 
 NUM_DRAWS = 8  # flip, brightness, contrast, saturation, hue, crop y, crop x, spare.
 RESIZE_MARGIN = 16
+JITTER_STYLES = ("kornia", "torchvision")
 
 
 def needs_random(cfg: ml_collections.ConfigDict, train: bool) -> bool:
@@ -32,21 +39,20 @@ def resize_and_crop(clip: tf.Tensor, cfg: ml_collections.ConfigDict, train: bool
                     draws: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
   """(T, h, w, 3) float -> (T, S, S, 3), scale, offset (pos' = pos * scale - offset).
 
-  Without resize_crop: a resize to S when the stored size differs. With it: resize to S+16,
-  random crop S (centre crop when not training).
+  A resize when the stored size differs, then, for training clips with resize_crop, a random
+  S crop of the S+16 frames. Test clips go straight to S (the reference resizes them to the
+  model size, never up-and-centre-cropped), so their frames show the whole scene.
   """
   size = int(cfg.resolution)
-  big = size + RESIZE_MARGIN if cfg.resize_crop else size
+  crop = bool(cfg.resize_crop) and train
+  big = size + RESIZE_MARGIN if crop else size
   if clip.shape[1] != big or clip.shape[2] != big:
     clip = tf.image.resize(clip, (big, big), method="bilinear", antialias=True)
-  if not cfg.resize_crop:
+  if not crop:
     return clip, tf.constant(1.0), tf.zeros([2])
-  if train:
-    oy = tf.cast(tf.floor(draws[5] * (RESIZE_MARGIN + 1)), tf.int32)
-    ox = tf.cast(tf.floor(draws[6] * (RESIZE_MARGIN + 1)), tf.int32)
-    oy, ox = tf.minimum(oy, RESIZE_MARGIN), tf.minimum(ox, RESIZE_MARGIN)
-  else:
-    oy = ox = tf.constant(RESIZE_MARGIN // 2)
+  oy = tf.cast(tf.floor(draws[5] * (RESIZE_MARGIN + 1)), tf.int32)
+  ox = tf.cast(tf.floor(draws[6] * (RESIZE_MARGIN + 1)), tf.int32)
+  oy, ox = tf.minimum(oy, RESIZE_MARGIN), tf.minimum(ox, RESIZE_MARGIN)
   clip = clip[:, oy:oy + size, ox:ox + size, :]
   scale = tf.constant(big / size, tf.float32)
   offset = tf.cast(tf.stack([ox, oy]), tf.float32) / size
@@ -64,7 +70,48 @@ def _factor(strength: float, u: tf.Tensor) -> tf.Tensor:
   return 1.0 + strength * (2.0 * u - 1.0)
 
 
-def color_jitter(clip: tf.Tensor, cfg: ml_collections.ConfigDict, draws: tf.Tensor) -> tf.Tensor:
+def color_jitter(clip: tf.Tensor, cfg: ml_collections.ConfigDict, draws: tf.Tensor,
+                 seed: tf.Tensor | None = None) -> tf.Tensor:
+  """The configured style's jitter of a [0, 1] clip (`seed` draws kornia's random order)."""
+  style = str(cfg.get("jitter_style", "kornia"))
+  if style == "torchvision":
+    return torchvision_jitter(clip, cfg, draws)
+  if style != "kornia":
+    raise ValueError(f"Unknown data.jitter_style {style!r}. Fix: --config.data.jitter_style="
+                     f"one of {JITTER_STYLES}.")
+  order = tf.argsort(tf.random.stateless_uniform([4], seed=tf.random.experimental
+                                                  .stateless_fold_in(seed, 1)))
+  return kornia_jitter(clip, kornia_factors(cfg, draws), order)
+
+
+def kornia_factors(cfg: ml_collections.ConfigDict, draws: tf.Tensor) -> tf.Tensor:
+  """(brightness, contrast, saturation, hue) of one clip, drawn from kornia 0.5's ranges:
+  [max(0, 1-b), min(2, 1+b)], [max(0, 1-c), 1+c], [max(0, 1-s), 1+s], [-h, h]."""
+  b, c, s, h = (float(cfg[k]) for k in ("brightness", "contrast", "saturation", "hue"))
+  lo = tf.constant([max(0.0, 1 - b), max(0.0, 1 - c), max(0.0, 1 - s), -h])
+  hi = tf.constant([min(2.0, 1 + b), 1 + c, 1 + s, h])
+  return lo + (hi - lo) * draws[1:5]
+
+
+def kornia_jitter(clip: tf.Tensor, factors: tf.Tensor, order: tf.Tensor) -> tf.Tensor:
+  """kornia 0.5 ColorJitter on a [0, 1] clip: factors (brightness, contrast, saturation, hue),
+  order a permutation of 0..3 naming which op runs first; [0, 1]-clamped after each op.
+
+  brightness: x + (f - 1); contrast: x * f; saturation: HSV s * f (s clamped); hue: h + f turns.
+  TF's HSV saturation/hue ops clamp s and rotate h exactly as kornia's rgb/hsv round trip.
+  """
+  ops = (lambda x: x + (factors[0] - 1.0),
+         lambda x: x * factors[1],
+         lambda x: tf.image.adjust_saturation(x, factors[2]),
+         lambda x: tf.image.adjust_hue(x, factors[3]))
+  for i in range(4):
+    clip = tf.switch_case(order[i], [lambda op=op, x=clip: tf.clip_by_value(op(x), 0.0, 1.0)
+                                     for op in ops])
+  return clip
+
+
+def torchvision_jitter(clip: tf.Tensor, cfg: ml_collections.ConfigDict,
+                       draws: tf.Tensor) -> tf.Tensor:
   """Brightness, contrast, saturation, hue (torchvision ColorJitter ranges) on a [0, 1] clip.
 
   Contrast blends with the grey mean of the whole clip, so every frame gets the same affine map.
@@ -99,17 +146,20 @@ def augment_clip(clip_u8: tf.Tensor, cfg: ml_collections.ConfigDict, train: bool
     flipped = draws[0] < 0.5
     clip = tf.cond(flipped, lambda: tf.reverse(clip, axis=[2]), lambda: clip)
   if train and jitter_enabled(cfg):
-    clip = color_jitter(clip, cfg, draws)
+    clip = color_jitter(clip, cfg, draws, seed)
   return clip * 2.0 - 1.0, flipped, scale, offset
 
 
 def can_fuse(cfg: ml_collections.ConfigDict, frame_size: int) -> bool:
   """Whether augmentation reduces to uint8 flips plus one affine colour map per clip.
 
-  Brightness, contrast (towards the clip's grey mean) and saturation compose to
-  y = k * A x + d with A = s I + (1 - s) 1 GRAY^T; only hue and resizing are not linear.
+  torchvision-style brightness, contrast (towards the clip's grey mean) and saturation compose
+  to y = k * A x + d with A = s I + (1 - s) 1 GRAY^T; hue, resizing and kornia's clamped ops in
+  random order are not affine.
   """
-  return not cfg.resize_crop and float(cfg.hue) == 0 and frame_size == int(cfg.resolution)
+  kornia = jitter_enabled(cfg) and str(cfg.get("jitter_style", "kornia")) == "kornia"
+  return (not cfg.resize_crop and float(cfg.hue) == 0 and frame_size == int(cfg.resolution)
+          and not kornia)
 
 
 def draws_for(seed: tf.Tensor) -> tf.Tensor:
@@ -137,3 +187,16 @@ def fused_jitter_batch(video_u8: tf.Tensor, factors: tf.Tensor) -> tf.Tensor:
   offset = 2.0 * (1.0 - c) * b * mean_gray - 1.0  # (B,)
   y = tf.einsum("bthwi,boi->bthwo", x, mat) + offset[:, None, None, None, None]
   return tf.clip_by_value(y, -1.0, 1.0)
+
+
+def stage2_data(data_config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The data config stage 2 trains on: without colour jitter when data.stage2_jitter is off.
+
+  The reference gives stage 2 its own augmentation settings; Landscape's has no jitter (flip
+  and the resize-crop stay). Stage 2 calls create_iterator(stage2_data(config.data), ...).
+  """
+  if data_config.get("stage2_jitter", True):
+    return data_config
+  out = data_config.copy_and_resolve_references()
+  out.brightness = out.contrast = out.saturation = out.hue = 0.0
+  return out

@@ -37,6 +37,7 @@ from i2v_flax import progress
 from i2v_flax import parallel
 from i2v_flax.data import augment
 from i2v_flax.data import control
+from i2v_flax.data import eval_clips
 from i2v_flax.data import manual
 from i2v_flax.data import shapes_builder
 
@@ -55,7 +56,20 @@ class Source:
   video_key: str
   meta_keys: tuple[str, ...]
   decoders: Any = None
-  manual: bool = False
+  manual: bool = False  # Whole PNG-encoded videos of any length >= num_frames (manual.py).
+  test_frame_size: int | None = None  # Frame side of the non-train splits; None = frame_size.
+
+  def size(self, split: str) -> int:
+    """Stored frame side of `split` (manual datasets keep S+16 only for the train split)."""
+    return self.frame_size if is_train(split) or self.test_frame_size is None else (
+        self.test_frame_size)
+
+
+def is_train(split: str) -> bool:
+  """'train' or a slice of it ('train[:-64]', 'train[-64:]': stage 1's validation hold-out,
+  train/validation.py): stored like the train split and read like it (random starts,
+  augmentation)."""
+  return split.partition("[")[0] == "train"
 
 
 def source(data_config: ml_collections.ConfigDict) -> Source:
@@ -73,8 +87,10 @@ def source(data_config: ml_collections.ConfigDict) -> Source:
     return Source(name, "bair_robot_pushing_small", 30, 64, "image_aux1", ("endeffector_pos",),
                   decoders={"image_main": tfds.decode.SkipDecoding()})
   if name in manual.MANUAL_DATASETS:
-    return Source(name, manual.tfds_name(name, data_config.builder_config), manual.CHUNK_FRAMES,
-                  manual.STORED_SIZE[name], "video", (), manual=True)
+    return Source(name, manual.tfds_name(name, data_config.builder_config), manual.MIN_FRAMES,
+                  manual.stored_size(name, "train"), "video", (),
+                  decoders={"video": tfds.decode.SkipDecoding()}, manual=True,
+                  test_frame_size=manual.stored_size(name, "test"))
   raise errors.InvalidInput(f"Unknown dataset {name!r}. Known datasets: "
                    f"{', '.join(config_lib.KNOWN_DATASETS)} (set --config.data.name).")
 
@@ -151,8 +167,10 @@ def _check(data_config: ml_collections.ConfigDict, src: Source, global_batch_siz
            process_count: int, num_devices: int | None) -> None:
   length = int(data_config.clip_length)
   if length > src.num_frames:
-    raise errors.InvalidInput(f"clip_length={length} is longer than the {src.num_frames}-frame videos of "
-                     f"{src.name}. Fix: --config.data.clip_length={src.num_frames} or less.")
+    what = (f"{src.num_frames}-frame minimum of the videos the {src.name} builder keeps"
+            if src.manual else f"{src.num_frames}-frame videos of {src.name}")
+    raise errors.InvalidInput(f"clip_length={length} is longer than the {what}. Fix: "
+                              f"--config.data.clip_length={src.num_frames} or less.")
   if data_config.control and src.name not in control.ETA_DIMS:
     raise errors.InvalidInput(f"Dataset {src.name} has no control variable (only "
                      f"{sorted(control.ETA_DIMS)} do). Fix: --config.data.control=False.")
@@ -163,29 +181,45 @@ def _check(data_config: ml_collections.ConfigDict, src: Source, global_batch_siz
     parallel.check_global_batch(global_batch_size, parallel.make_mesh())
 
 
+def _decode_frames(encoded: tf.Tensor, length: int, size: int) -> tf.Tensor:
+  """(L,) encoded frames of a manual dataset -> (L, size, size, 3) uint8 (only the clip's)."""
+  frames = tf.map_fn(lambda b: tf.io.decode_image(b, channels=3, expand_animations=False),
+                     encoded, fn_output_signature=tf.uint8)
+  return tf.ensure_shape(frames, (length, size, size, 3))
+
+
 def _clip_fn(data_config: ml_collections.ConfigDict, src: Source, train: bool,
-             with_metadata: bool, seed: int):
-  """Per-clip map: random start, augmentation, eta, metadata in the clip's coordinates."""
+             with_metadata: bool, seed: int, frame_size: int):
+  """Per-clip map: start, decoding, augmentation, eta, metadata in the clip's coordinates.
+
+  Training clips start uniformly in [0, T - L] (capped at max_start_frame when that is >= 0),
+  T being each video's own length; an evaluation plan sets `_start`; other clips start at 0.
+  """
   length = int(data_config.clip_length)
-  max_start = max(0, min(int(data_config.max_start_frame), src.num_frames - length))
+  cap = int(data_config.max_start_frame)
   # 'plain': uint8 clips, one cast per batch. 'fused': uint8 flips per clip and one affine colour
-  # map per batch. 'clip': full per-clip float augmentation (resizing, hue).
-  if not augment.needs_random(data_config, train) and augment.can_fuse(data_config,
-                                                                       src.frame_size):
+  # map per batch. 'clip': full per-clip float augmentation (resizing, cropping, hue, kornia).
+  if not augment.needs_random(data_config, train) and frame_size == int(data_config.resolution):
     mode = "plain"
-  elif augment.can_fuse(data_config, src.frame_size):
+  elif train and augment.can_fuse(data_config, frame_size):
     mode = "fused"
   else:
     mode = "clip"
 
   def fn(counter, ex):
     base = tf.stack([tf.constant(seed, tf.int64), 2 * counter])
-    if train and max_start > 0:
+    total = tf.shape(ex["video"])[0] if src.manual else src.num_frames
+    if "_start" in ex:
+      start = tf.cast(ex["_start"], tf.int32)
+    elif train:
+      hi = total - length if cap < 0 else tf.minimum(total - length, cap)
       u = tf.random.stateless_uniform([], seed=base + tf.constant([0, 1], tf.int64))
-      start = tf.minimum(tf.cast(u * (max_start + 1), tf.int32), max_start)
+      start = tf.minimum(tf.cast(u * tf.cast(hi + 1, tf.float32), tf.int32), hi)
     else:
       start = tf.constant(0, tf.int32)
     video = ex["video"][start:start + length]
+    if src.manual:
+      video = _decode_frames(video, length, frame_size)
     out = {}
     flipped, scale, offset = tf.constant(False), tf.constant(1.0), tf.zeros([2])
     if mode == "plain":
@@ -205,7 +239,7 @@ def _clip_fn(data_config: ml_collections.ConfigDict, src: Source, train: bool,
       pos = pos * scale - offset
       pos = tf.where(flipped, tf.stack([1.0 - pos[..., 0], pos[..., 1]], -1), pos) * used
       drift = ex["drift"] * tf.stack([tf.where(flipped, -1.0, 1.0), 1.0])
-      drift = drift * scale * float(data_config.resolution) / src.frame_size
+      drift = drift * scale * float(data_config.resolution) / frame_size
       meta = {"positions": pos, "drift": drift, "radius": ex["radius"] * scale,
               "colors": ex["colors"], "num_objects": ex["num_objects"],
               "shape_kind": ex["shape_kind"], "index": ex["index"]}
@@ -223,6 +257,8 @@ def _clip_fn(data_config: ml_collections.ConfigDict, src: Source, train: bool,
     if with_metadata:
       out.update(meta)
       out["start"] = start
+      if "_video" in ex:
+        out["video_index"] = ex["_video"]
     return out
 
   return fn, mode
@@ -231,12 +267,13 @@ def _clip_fn(data_config: ml_collections.ConfigDict, src: Source, train: bool,
 def build_dataset(data_config: ml_collections.ConfigDict, split: str, local_batch_size: int, *,
                   seed: int = 0, shuffle: bool | None = None, repeat: bool = True,
                   with_metadata: bool = False, process_index: int = 0, process_count: int = 1,
-                  max_examples: int | None = None) -> tf.data.Dataset:
+                  max_examples: int | None = None,
+                  plan: eval_clips.ClipPlan | None = None) -> tf.data.Dataset:
   """The tf.data pipeline of one process (explicit index/count, so it is testable)."""
   src = source(data_config)
   if src.manual:
     manual.check_manual_dir(src.name, data_config.manual_dir)
-  train = split == "train"
+  train = is_train(split)
   shuffle = train if shuffle is None else shuffle
   read_split = f"{split}[:{max_examples}]" if max_examples else split
   read_split = split_for_process(read_split, process_index, process_count, drop_remainder=train)
@@ -256,18 +293,28 @@ def build_dataset(data_config: ml_collections.ConfigDict, split: str, local_batc
   ds = ds.map(lambda ex: {("video" if k == src.video_key else k): ex[k] for k in keys},
               num_parallel_calls=tf.data.AUTOTUNE)
   if repeat:
-    try:
-      local = num_examples(data_config, split) // process_count
-    except ValueError:
-      local = None
-    frame_bytes = src.frame_size ** 2 * 3 * src.num_frames
-    if local is not None and local * frame_bytes <= CACHE_LIMIT_BYTES:
+    if src.manual:  # Encoded whole videos are cached; only a clip's frames get decoded.
+      split_bytes = builder.info.splits[split].num_bytes // process_count
+    else:
+      try:
+        split_bytes = (num_examples(data_config, split) // process_count
+                       * src.frame_size ** 2 * 3 * src.num_frames)
+      except ValueError:
+        split_bytes = None
+    if split_bytes is not None and split_bytes <= CACHE_LIMIT_BYTES:
       ds = ds.cache()  # Decode each video once: PNG decoding dominates otherwise.
+  if plan is not None:
+    total = num_examples(data_config, split)
+    count = min(total, max_examples) if max_examples else total
+    if process_count > 1:
+      raise errors.InvalidInput("An evaluation clip plan reads the whole split on one process. "
+                                "Fix: evaluate without --distributed.")
+    ds = eval_clips.expand(ds, plan, count, int(data_config.clip_length), seed)
   if shuffle:
     ds = ds.shuffle(int(data_config.shuffle_buffer), seed=seed, reshuffle_each_iteration=True)
   if repeat:
     ds = ds.repeat()
-  fn, mode = _clip_fn(data_config, src, train, with_metadata, seed)
+  fn, mode = _clip_fn(data_config, src, train, with_metadata, seed, src.size(split))
   parallel_calls = (tf.data.AUTOTUNE if data_config.num_parallel_calls < 0
                     else int(data_config.num_parallel_calls))
   ds = ds.enumerate().map(lambda i, ex: fn(i, ex), num_parallel_calls=parallel_calls)
@@ -287,15 +334,17 @@ def build_dataset(data_config: ml_collections.ConfigDict, split: str, local_batc
 
 def create_iterator(data_config: ml_collections.ConfigDict, split: str, global_batch_size: int,
                     *, seed: int = 0, shuffle: bool | None = None, repeat: bool = True,
-                    with_metadata: bool = False,
-                    max_examples: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+                    with_metadata: bool = False, max_examples: int | None = None,
+                    plan: eval_clips.ClipPlan | None = None) -> Iterator[dict[str, np.ndarray]]:
   """This process's batches of clips as numpy dicts (see the module docstring).
 
-  train: random clip starts in [0, min(max_start_frame, T - clip_length)], augmentation,
-  shuffling, full batches only. Other splits: start 0, no augmentation, file order (index order
-  for shapes). With repeat=False a non-train split ends with a smaller final batch holding the
-  remainder, so every video is seen exactly once; `max_examples` reads only the first N videos
-  (e.g. exactly the 256 test videos of the protocol).
+  train: random clip starts in [0, T - clip_length] of each video (capped at max_start_frame
+  when >= 0), augmentation, shuffling, full batches only. Other splits: start 0, no augmentation,
+  frames resized straight to the model size, file order (index order for shapes). With
+  repeat=False a non-train split ends with a smaller final batch holding the remainder, so every
+  video is seen exactly once; `max_examples` reads only the first N videos (e.g. exactly the 256
+  test videos of the protocol); `plan` cuts the evaluation protocol's clips instead (see
+  `eval_clips`; with_metadata then adds `video_index`).
 
   Keys: video float32 (B, L, S, S, 3) in [-1, 1]; eta float32 (B, d) when data_config.control.
   with_metadata adds `start` (B,) int32 and, for shapes, the clip's ground truth in its own
@@ -309,5 +358,5 @@ def create_iterator(data_config: ml_collections.ConfigDict, split: str, global_b
   ds = build_dataset(data_config, split, global_batch_size // jax.process_count(), seed=seed,
                      shuffle=shuffle, repeat=repeat, with_metadata=with_metadata,
                      process_index=jax.process_index(), process_count=jax.process_count(),
-                     max_examples=max_examples)
+                     max_examples=max_examples, plan=plan)
   return ds.as_numpy_iterator()
