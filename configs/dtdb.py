@@ -24,6 +24,10 @@ def get_config(arg=None):
   c.data.brightness = c.data.contrast = c.data.saturation = 0.3  # Colour jitter 0.3/0.3/0.3.
   c.data.hue = 0.15  # Hue jitter 0.15.
   c.data.resize_crop = True  # Resize to 144 then random crop 128.
+  c.data.max_start_frame = -1  # Train clips start anywhere in a video (reference).
+  c.data.shuffle_buffer = 256  # Whole videos.
+  c.eval.num_videos = 0  # All eval videos of the texture...
+  c.eval.clips_per_video = 5  # ...5 copies of each start-0 clip (reference protocol).
   c.stage1.enc_widths = (64, 64, 128, 256, 512)  # SPEC §3.1 dtdb row.
   c.stage1.enc_stride_s = (2, 2, 2, 2)  # 128 / 2 (stem) / 16 = 4.
   c.stage1.dec_nf = 32  # Decoder nf.

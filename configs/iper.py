@@ -15,6 +15,11 @@ def get_config(arg=None):
   c.data.resolution = 64  # Frames resized from 256^2.
   c.data.brightness = c.data.contrast = c.data.saturation = 0.2  # Colour jitter 0.2 (SPEC §7).
   c.data.hue = 0.0  # No hue jitter.
+  c.data.max_start_frame = -1  # Train clips start anywhere in a video (reference).
+  c.data.shuffle_buffer = 256  # Whole videos (iPER has ~200 train videos).
+  c.eval.num_videos = 0  # All test videos (the authors' test.txt)...
+  c.eval.num_clips = 1000  # ...1000 clips cycling over them...
+  c.eval.random_start = True  # ...from seeded random starts (reference protocol).
   c.stage1.num_epochs = 100  # SPEC §3.5.
   c.stage1.w_kl = 1e-4  # beta.
   c.stage1.w_percep = 40.0  # LPIPS weight.

@@ -16,6 +16,12 @@ def get_config(arg=None):
   c.data.brightness = c.data.contrast = c.data.saturation = 0.3  # Colour jitter 0.3/0.3/0.3.
   c.data.hue = 0.15  # Hue jitter 0.15.
   c.data.resize_crop = True  # Resize to 144 then random crop 128.
+  c.data.max_start_frame = -1  # Train clips start anywhere in a video (reference).
+  c.data.shuffle_buffer = 512  # Whole videos (tens of MB each when encoded).
+  c.data.stage2_jitter = False  # The reference's stage 2 trains without colour jitter.
+  c.eval.num_videos = 0  # All 153 test videos (sky_test)...
+  c.eval.clips_per_video = 6  # ...6 clips each...
+  c.eval.random_start = True  # ...from seeded random starts (reference protocol).
   c.stage1.enc_widths = (64, 128, 128, 256, 512)  # SPEC §3.1 landscape row.
   c.stage1.enc_stride_s = (2, 2, 2, 2)  # 128 / 2 (stem) / 16 = 4.
   c.stage1.dec_nf = 32  # Decoder nf.

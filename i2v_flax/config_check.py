@@ -30,6 +30,8 @@ CHOICES = {
     "stage2.embedder": ("resnet_small", "resnet50"),
     "stage2.embedder_norm": ("in", "bn"),
     "stage2.control": ("", "bins", "continuous"),
+    "data.jitter_style": ("kornia", "torchvision"),
+    "eval.protocol": ("reference", "aligned"),
 }
 _POS = ("> 0", lambda v: v > 0)
 _NONNEG = (">= 0", lambda v: v >= 0)
@@ -38,7 +40,7 @@ _DECAY = ("in (0, 1]", lambda v: 0 < v <= 1)
 _RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "seed": _NONNEG,
     "data.resolution": _POS, "data.clip_length": ("> 1", lambda v: v > 1),
-    "data.max_start_frame": _NONNEG, "data.brightness": _NONNEG, "data.contrast": _NONNEG,
+    "data.max_start_frame": (">= -1 (-1: anywhere)", lambda v: v >= -1), "data.brightness": _NONNEG, "data.contrast": _NONNEG,
     "data.saturation": _NONNEG, "data.hue": ("in [0, 0.5]", lambda v: 0 <= v <= 0.5),
     "data.shuffle_buffer": _POS,
     "data.num_parallel_calls": ("-1 (AUTOTUNE) or > 0", lambda v: v == -1 or v > 0),
@@ -52,7 +54,8 @@ _RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "stage2.leaky_slope": _DECAY, "stage2.cond_dim": _POS, "stage2.eta_dim": _NONNEG,
     "stage2.control_every": _POS, "stage2.eta_dropout": _UNIT, "stage2.lr": _POS, "stage2.b1": _UNIT, "stage2.b2": _UNIT,
     "stage2.decay_every_epochs": _POS, "stage2.decay_factor": _DECAY,
-    "eval.num_videos": _POS, "eval.num_sample_sets": _POS, "eval.div_num_samples": _POS,
+    "eval.num_videos": ("0 (all) or > 0", lambda v: v >= 0),
+    "eval.clips_per_video": _POS, "eval.num_clips": _NONNEG, "eval.num_sample_sets": _POS, "eval.div_num_samples": _POS,
     "eval.batch_size": _POS, "eval.temperature": _POS,
     "report.num_videos": _NONNEG, "report.num_sample_sets": _POS,
     "report.num_samples": (">= 2", lambda v: v >= 2),

@@ -29,13 +29,15 @@ def base_config() -> ml_collections.ConfigDict:
   d.manual_dir = ml_collections.FieldReference(None, field_type=str)  # Folder with the user's downloaded videos (iper, landscape, dtdb).
   d.resolution = 64  # Frame height and width fed to the model.
   d.clip_length = 17  # Frames per clip: x_0 plus 16 frames to predict.
-  d.max_start_frame = 13  # Train clips start uniformly in [0, max_start_frame] (clamped to the video length); test clips at 0.
+  d.max_start_frame = 13  # Train clips start uniformly in [0, max_start_frame] (clamped to the video length; -1 = anywhere); test clips at 0.
   d.control = False  # Whether to emit the control variable `eta` with each clip.
   d.flip = True  # Random horizontal flip with p=0.5 (forced off when control is on).
   d.brightness = 0.1  # Colour-jitter brightness strength (one draw per clip).
   d.contrast = 0.1  # Colour-jitter contrast strength.
   d.saturation = 0.1  # Colour-jitter saturation strength.
   d.hue = 0.0  # Colour-jitter hue strength.
+  d.jitter_style = "kornia"  # 'kornia' (the authors' kornia 0.5: additive brightness, multiplicative contrast, HSV saturation, hue; random order) or 'torchvision' (fixed order, fuses into one affine map: faster).
+  d.stage2_jitter = True  # Colour jitter on stage 2's training clips too (landscape: False, as the reference's stage-2 config).
   d.resize_crop = False  # Resize to resolution+16 then random-crop to resolution (centre crop at test).
   d.shuffle_buffer = 2048  # tf.data shuffle buffer (clips) for training.
   d.num_parallel_calls = -1  # tf.data parallelism; -1 = AUTOTUNE.
@@ -116,7 +118,11 @@ def base_config() -> ml_collections.ConfigDict:
   # ---------------------------------------------------------------- evaluation
   e = c.eval = ml_collections.ConfigDict()
   e.split = "test"  # Split evaluated.
-  e.num_videos = 256  # Test videos used (paper protocol: 256).
+  e.num_videos = 256  # Test videos used, in split order (paper protocol: 256 for bair); 0 = all.
+  e.clips_per_video = 1  # Clips cut from each test video (landscape 6, dtdb 5: the reference's protocol).
+  e.num_clips = 0  # > 0: this many clips cycling over the test videos instead (iper: 1000).
+  e.random_start = False  # Seeded random clip starts (iper, landscape); False = frame 0.
+  e.protocol = "reference"  # 'reference' (the authors' frame alignment per dataset: compares with the paper) or 'aligned' (generated x_i vs real x_i).
   e.num_sample_sets = 5  # K independent sample sets for mean +- std.
   e.div_num_samples = 5  # Samples per x_0 for DIV-VGG / DIV-I3D.
   e.batch_size = 16  # Batch size for generation and feature extraction.
