@@ -22,7 +22,7 @@ from typing import Any, Callable, NoReturn, Sequence
 from absl import app, flags
 from ml_collections.config_flags import config_flags as _config_flags
 
-from i2v_flax import console, errors
+from i2v_flax import console, errors, paths
 
 FLAGS = flags.FLAGS
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
@@ -100,7 +100,8 @@ def _print_error(e: BaseException) -> None:
 
 
 def execute(main: Callable[[list[str]], Any], argv: Sequence[str] | None = None, *,
-            log_dir: Callable[[], str | None] = lambda: None, log_prefix: str = "run",
+            log_dir: Callable[[], str | None] = lambda: None,
+            log_prefix: str | Callable[[], str] = "run",
             created_dir: Callable[[], str | None] = lambda: None) -> int:
   """Run `main(argv)` under the conventions above; returns the exit status (tests call this).
 
@@ -113,7 +114,7 @@ def execute(main: Callable[[list[str]], Any], argv: Sequence[str] | None = None,
 
   def wrapped(args: list[str]) -> int:
     folder = created_dir()
-    state["pre_existing"] = folder is not None and os.path.exists(folder)
+    state["pre_existing"] = folder is not None and paths.exists(folder)
     state["folder"] = folder
     session = state["session"] = console.Session(verbose=FLAGS.verbosity >= 1)
     target = log_dir()
@@ -146,15 +147,15 @@ def execute(main: Callable[[list[str]], Any], argv: Sequence[str] | None = None,
     session = state.get("session")
     if session is not None:
       target = log_dir()  # WORKDIR/logs: kept when WORKDIR already held a run (checkpoints).
-      has_run = target and os.path.isdir(os.path.join(os.path.dirname(target), "checkpoints"))
+      has_run = target and paths.isdir(paths.join(target, "..", "checkpoints"))
       if has_run and state.get("pre_existing"):
         _keep_log(session, target, log_prefix, failed=True)
       else:
         session.discard_log()
       folder = state.get("folder")
-      if folder and not state.get("pre_existing") and os.path.isdir(folder) and not os.listdir(
+      if folder and not state.get("pre_existing") and paths.isdir(folder) and not paths.listdir(
           folder):
-        os.rmdir(folder)
+        paths.path(folder).rmdir()
     _print_error(e)
     return errors.EXIT_CODE
   except BaseException:
@@ -170,7 +171,9 @@ def execute(main: Callable[[list[str]], Any], argv: Sequence[str] | None = None,
   return 0
 
 
-def _keep_log(session: console.Session, target: str | None, prefix: str, failed: bool) -> str:
+def _keep_log(session: console.Session, target: str | None, prefix: str | Callable[[], str],
+              failed: bool) -> str:
+  prefix = prefix if isinstance(prefix, str) else prefix()
   if target:
     return session.keep_log(target, prefix)
   if not failed:

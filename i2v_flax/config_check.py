@@ -30,6 +30,11 @@ CHOICES = {
     "stage2.embedder": ("resnet_small", "resnet50"),
     "stage2.embedder_norm": ("in", "bn"),
     "stage2.control": ("", "bins", "continuous"),
+    "stage1.r1_weighting": ("reference", "per_sample"),
+    "stage1.update_order": ("d_first", "g_first"),
+    "stage1.select": ("best", "latest"),
+    "stage1.val_metric": ("fvd", "psnr"),
+    "stage2.amsgrad": ("torch", "optax"),
     "data.jitter_style": ("kornia", "torchvision"),
     "eval.protocol": ("reference", "aligned"),
 }
@@ -37,6 +42,7 @@ _POS = ("> 0", lambda v: v > 0)
 _NONNEG = (">= 0", lambda v: v >= 0)
 _UNIT = ("in [0, 1)", lambda v: 0 <= v < 1)
 _DECAY = ("in (0, 1]", lambda v: 0 < v <= 1)
+_AUTO_OR_POS = ("-1 (derived) or > 0", lambda v: v == -1 or v > 0)
 _RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "seed": _NONNEG,
     "data.resolution": _POS, "data.clip_length": ("> 1", lambda v: v > 1),
@@ -49,7 +55,8 @@ _RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "stage1.w_rec": _NONNEG, "stage1.w_percep": _NONNEG, "stage1.w_kl": _NONNEG,
     "stage1.w_t": _NONNEG, "stage1.w_fm": _NONNEG, "stage1.w_gp": _NONNEG,
     "stage1.lr": _POS, "stage1.b1": _UNIT, "stage1.b2": _UNIT, "stage1.weight_decay": _NONNEG,
-    "stage1.lr_decay_per_epoch": _DECAY, "stage1.warmup_steps": _NONNEG,
+    "stage1.lr_decay_per_epoch": _DECAY, "stage1.warmup_steps": ("-1 (one epoch) or >= 0", lambda v: v >= -1),
+    "stage1.val_videos": _NONNEG, "stage1.val_every": _AUTO_OR_POS, "stage2.weight_decay": _NONNEG,
     "stage2.num_blocks": _POS, "stage2.hidden": _POS, "stage2.num_hidden_layers": _NONNEG,
     "stage2.leaky_slope": _DECAY, "stage2.cond_dim": _POS, "stage2.eta_dim": _NONNEG,
     "stage2.control_every": _POS, "stage2.eta_dropout": _UNIT, "stage2.lr": _POS, "stage2.b1": _UNIT, "stage2.b2": _UNIT,
@@ -63,7 +70,8 @@ _RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
 for _stage in ("stage1", "stage2"):
   _RANGES.update({
       f"{_stage}.batch_size": _POS, f"{_stage}.num_epochs": _NONNEG,
-      f"{_stage}.steps_per_epoch": _POS,
+      f"{_stage}.steps_per_epoch": _AUTO_OR_POS, f"{_stage}.epoch_clips": _POS,
+      f"{_stage}.epoch_clips_per_video": _NONNEG,
       f"{_stage}.num_train_steps": ("-1 (use num_epochs) or > 0", lambda v: v == -1 or v > 0),
       f"{_stage}.log_every": _POS, f"{_stage}.sample_every": _POS,
       f"{_stage}.checkpoint_every": _POS, f"{_stage}.keep_checkpoints": _POS})
@@ -181,12 +189,17 @@ def check_mode(mode: str) -> None:
 
 
 def _has_checkpoint(directory: str) -> bool:
-  return os.path.isdir(directory) and any(n.isdigit() for n in os.listdir(directory))
+  from i2v_flax import paths
+  return any(n.isdigit() for n in paths.listdir(directory))  # Local or gs://.
 
 
 def check_writable(path: str, flag: str) -> None:
   """`path` (a folder to create or reuse) can be written: no file in its place and the nearest
-  existing ancestor is a writable folder."""
+  existing ancestor is a writable folder. Remote folders (gs://) are not probed: a bucket has no
+  folders to create, and its permissions only show on the first write."""
+  from i2v_flax import paths
+  if paths.is_remote(path):
+    return
   if os.path.exists(path) and not os.path.isdir(path):
     raise InvalidInput(f"{flag}={path!r} is a file, not a folder. Fix: pass a folder path.")
   target = os.path.abspath(path)
@@ -210,15 +223,16 @@ def check_writable(path: str, flag: str) -> None:
 
 def check_workdir(config: ml_collections.ConfigDict, workdir: str, mode: str) -> None:
   """What `mode` needs on disk, checked before data is built: see the module docstring."""
+  from i2v_flax import paths
   from i2v_flax.train import run_config
   check_writable(workdir, "--workdir")
   s1_dir = config.stage2.stage1_workdir or workdir
-  if mode == "train_stage2" and not _has_checkpoint(os.path.join(s1_dir, "checkpoints", "stage1")):
+  if mode == "train_stage2" and not _has_checkpoint(paths.join(s1_dir, "checkpoints", "stage1")):
     raise MissingInput(
         f"--mode=train_stage2 needs a trained stage 1, but {s1_dir!r} has no stage-1 checkpoint."
         f" Fix: run --mode=train_stage1 --workdir={s1_dir} first (or --mode=all), or point "
         "--config.stage2.stage1_workdir at a finished stage-1 workdir.")
-  if mode == "eval" and not _has_checkpoint(os.path.join(workdir, "checkpoints", "stage2")):
+  if mode == "eval" and not _has_checkpoint(paths.join(workdir, "checkpoints", "stage2")):
     raise MissingInput(
         f"--mode=eval needs a trained model, but {workdir!r} has no stage-2 checkpoint. Fix: "
         f"train one first (--mode=all --workdir={workdir}), or pass the --workdir of a trained "
@@ -226,8 +240,8 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str, mode: str) ->
   if mode in ("all", "train_stage1"):
     from i2v_flax.train import stage1
     run_config.check_compatible(workdir, config, stage1.ARCH_FIELDS)
-  if mode in ("all", "train_stage2") and os.path.isdir(os.path.join(workdir, "checkpoints",
-                                                                    "stage2")):
+  if mode in ("all", "train_stage2") and paths.isdir(paths.join(workdir, "checkpoints",
+                                                                "stage2")):
     from i2v_flax.train import stage2
     run_config.check_compatible(workdir, config, stage2.ARCH_FIELDS)
   _check_data(config)

@@ -98,10 +98,15 @@ class Session:
       f.write(text)
 
   def keep_log(self, directory: str, prefix: str) -> str:
-    """Move the log to `directory`/<prefix>-<time>.log; returns the new path."""
-    os.makedirs(directory, exist_ok=True)
-    dest = os.path.join(directory, f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}.log")
-    shutil.move(self.log_path, dest)
+    """Move the log to `directory`/<prefix>-<time>.log (local or gs://); returns the new path."""
+    from i2v_flax import paths
+    dest = paths.join(directory, f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}.log")
+    if paths.is_remote(directory):
+      with paths.atomic_local(dest) as tmp:
+        shutil.move(self.log_path, tmp)
+    else:
+      os.makedirs(directory, exist_ok=True)
+      shutil.move(self.log_path, dest)
     self.log_path = dest
     return dest
 

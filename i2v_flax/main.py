@@ -13,7 +13,6 @@ configs or the workdir print one `error: ... Fix: ...` line (i2v_flax.cli).
 
 from __future__ import annotations
 
-import glob
 import importlib
 import os
 import time
@@ -21,7 +20,7 @@ import time
 from absl import flags, logging
 from ml_collections import config_flags
 
-from i2v_flax import cli, config_check, console, errors
+from i2v_flax import cli, config_check, console, errors, paths
 
 FLAGS = flags.FLAGS
 # allow_override: i2v_flax.sample and .convert define the same names; a process (a test run)
@@ -32,7 +31,14 @@ flags.DEFINE_string("workdir", None, "Where checkpoints, logs, samples and repor
                     allow_override=True)
 flags.DEFINE_enum("mode", "all", list(config_check.MODES),
                   "all = train stage 1, train stage 2, then write the sample report.")
-flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host pods).")
+flags.DEFINE_bool("distributed", False, "Join a multi-process run with "
+                  "jax.distributed.initialize() (TPU pods, SLURM: found automatically).")
+flags.DEFINE_string("coordinator_address", None, "With --distributed: host:port of process 0 "
+                    "(default: from the TPU/SLURM environment or JAX_COORDINATOR_ADDRESS).")
+flags.DEFINE_integer("num_processes", None, "With --distributed: how many processes join "
+                     "(default: from the environment).")
+flags.DEFINE_integer("process_id", None, "With --distributed: this process's index "
+                     "(default: from the environment).")
 
 # mode -> (module, function(config, workdir)); imported lazily so one mode never pays for another.
 _MODES = {
@@ -45,20 +51,20 @@ _MODES = {
 
 def _summary(workdir: str, mode: str, seconds: float) -> str:
   """What was written where, for the end of a run."""
-  rel = lambda *p: os.path.join(workdir, *p)  # noqa: E731
+  rel = lambda *p: paths.join(workdir, *p)  # noqa: E731
   lines = [f"Done in {seconds / 60:.1f} min. Written to {workdir}:"]
-  gifs = sorted(glob.glob(rel("report", "*.gif")))
+  gifs = paths.glob(rel("report"), "*.gif")
   if gifs and mode == "all":
     lines.append(f"  report GIFs   {rel('report')}/: {', '.join(map(os.path.basename, gifs))}")
-  if mode == "all" and os.path.exists(rel("report", "summary.json")):
+  if mode == "all" and paths.exists(rel("report", "summary.json")):
     lines.append(f"  summary       {rel('report', 'summary.json')}")
-  evals = sorted(glob.glob(rel("eval", "*.json")), key=os.path.getmtime)
+  evals = sorted(paths.glob(rel("eval"), "*.json"), key=lambda p: paths.path(p).stat().mtime)
   if mode == "eval" and evals:
     lines.append(f"  evaluation    {evals[-1]} (table: {evals[-1][:-5]}.md)")
-  stages = [s for s in ("stage1", "stage2") if os.path.isdir(rel("checkpoints", s))]
+  stages = [s for s in ("stage1", "stage2") if paths.isdir(rel("checkpoints", s))]
   if stages:
     lines.append(f"  checkpoints   {rel('checkpoints')}/: {', '.join(stages)}")
-  if glob.glob(rel("samples", "*.gif")):
+  if paths.glob(rel("samples"), "*.gif"):
     lines.append(f"  training GIFs {rel('samples')}/")
   lines.append(f"  full log      {rel('logs')}/")
   lines.append(f"TensorBoard:  tensorboard --logdir {rel('tensorboard')}")
@@ -83,7 +89,7 @@ def main(argv: list[str]) -> None:
   tf.config.set_visible_devices([], "TPU") if tf.config.list_physical_devices("TPU") else None
   import jax
   if FLAGS.distributed:
-    jax.distributed.initialize()
+    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   logging.info("JAX process %d/%d, devices: %s", jax.process_index(), jax.process_count(),
                jax.devices())
   config_check.check_config(config)
@@ -95,12 +101,20 @@ def main(argv: list[str]) -> None:
 
 
 def _log_dir() -> str | None:
-  return os.path.join(FLAGS.workdir, "logs") if FLAGS.workdir else None
+  return paths.join(FLAGS.workdir, "logs") if FLAGS.workdir else None
+
+
+def _log_prefix() -> str:
+  """main-<time>.log; on multi-process runs each process keeps its own (main-p1-<time>.log)."""
+  import jax
+  if FLAGS.distributed and jax.process_count() > 1:
+    return f"main-p{jax.process_index()}"
+  return "main"
 
 
 def run(argv: list[str] | None = None) -> int:
   """The CLI as a function returning the exit status (tests call it in-process)."""
-  return cli.execute(main, argv, log_dir=_log_dir, log_prefix="main",
+  return cli.execute(main, argv, log_dir=_log_dir, log_prefix=_log_prefix,
                      created_dir=lambda: FLAGS.workdir)
 
 

@@ -58,6 +58,36 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
       lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
 
 
+def to_host(tree: Any) -> Any:
+  """numpy copies of (possibly batch-sharded) global arrays, on every process.
+
+  With several processes a batch-sharded array has rows on other hosts, which `jax.device_get`
+  refuses; they are gathered (a collective: every process must call this at the same point).
+  """
+  def get(x: Any) -> np.ndarray:
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      if x.is_fully_replicated:
+        return np.asarray(x.addressable_data(0))
+      from jax.experimental import multihost_utils
+      return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
+  return jax.tree_util.tree_map(get, tree)
+
+
+def global_from_host(tree: Any, mesh: Mesh) -> Any:
+  """Batch-shard numpy arrays that every process holds in full (same values everywhere).
+
+  `shard_batch` takes each process's own rows; this takes the whole batch on every process
+  (inference on shared inputs, e.g. the report's test clips), each device reading its rows.
+  """
+  sharding = data_sharding(mesh)
+
+  def put(x: Any) -> jax.Array:
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+  return jax.tree_util.tree_map(put, tree)
+
+
 def replicate(tree: Any, mesh: Mesh) -> Any:
   """Place a pytree (e.g. parameters, optimiser state) fully replicated on the mesh."""
   return jax.device_put(tree, replicated(mesh))

@@ -10,30 +10,40 @@ metrics of the samples).
 
 from __future__ import annotations
 
-import glob
-import json
 import os
+import struct
 import time
-from typing import Any
+from typing import Any, Iterator
 
+import jax
 import ml_collections
 import numpy as np
 from absl import logging
 
-from i2v_flax import video_io
+from i2v_flax import paths, video_io
 
 NUM_X0 = 4  # Start frames in the sample grid.
 NUM_SAMPLES = 4  # Samples per start frame.
 
 
+def _records(data: bytes) -> Iterator[bytes]:
+  """The payloads of a TFRecord file (length, length CRC, payload, payload CRC)."""
+  i = 0
+  while i + 12 <= len(data):
+    (n,) = struct.unpack("<Q", data[i:i + 8])
+    yield data[i + 12:i + 12 + n]
+    i += 16 + n
+
+
 def _last_scalars(logdir: str) -> dict[str, float]:
-  """The last value of every scalar in a TensorBoard folder (what clu's writer logged)."""
+  """The last value of every scalar in a TensorBoard folder (what clu's writer logged).
+
+  Read through epath (local or gs://), parsed here rather than by tf.data."""
   import tensorflow as tf
   last: dict[str, tuple[int, float]] = {}
-  for path in sorted(glob.glob(os.path.join(logdir, "**", "events.out.tfevents.*"),
-                               recursive=True)):
-    for record in tf.data.TFRecordDataset(path):
-      event = tf.compat.v1.Event.FromString(record.numpy())
+  for path in paths.glob(logdir, "**/events.out.tfevents.*"):
+    for record in _records(paths.path(path).read_bytes()):
+      event = tf.compat.v1.Event.FromString(record)
       for value in event.summary.value:
         if value.HasField("simple_value"):
           scalar = value.simple_value
@@ -47,18 +57,27 @@ def _last_scalars(logdir: str) -> dict[str, float]:
 
 
 def _write_json(path: str, payload: dict[str, Any]) -> None:
-  with video_io.atomic_path(path) as tmp:
-    with open(tmp, "w") as f:
-      json.dump(payload, f, indent=2, sort_keys=True)
+  """Atomic, by process 0 only (every process computes the report; one writes it)."""
+  if paths.is_primary():
+    paths.write_json(path, payload)
+
+
+def _write_video(path: str, frames: np.ndarray, scale: int) -> str:
+  if paths.is_primary():
+    video_io.write_video(path, frames, scale=scale)
+  return path
 
 
 def _test_clips(config: ml_collections.ConfigDict, count: int) -> dict[str, np.ndarray]:
-  """The first `count` test clips (start 0, no augmentation), with metadata where available."""
-  from i2v_flax import data
-  with_metadata = config.data.name == "shapes"
-  it = data.create_iterator(config.data, "test", count, seed=0, shuffle=False, repeat=False,
-                            with_metadata=with_metadata)
-  return next(iter(it))
+  """The first `count` test clips (start 0, no augmentation), with metadata where available.
+
+  The same clips on every process (not each process's slice of the split): the report's
+  inference runs on all devices with identical inputs everywhere.
+  """
+  from i2v_flax.data import pipeline
+  ds = pipeline.build_dataset(config.data, "test", count, seed=0, shuffle=False, repeat=False,
+                              with_metadata=config.data.name == "shapes")
+  return next(ds.as_numpy_iterator())
 
 
 def _control_etas(config: ml_collections.ConfigDict, clip_eta: np.ndarray) -> np.ndarray:
@@ -82,8 +101,7 @@ def write_report(config: ml_collections.ConfigDict, workdir: str,
 def _write_report(config: ml_collections.ConfigDict, workdir: str,
                   extra_summary: dict[str, Any] | None, bar: Any) -> dict[str, Any]:
   from i2v_flax import sampling
-  out = os.path.join(workdir, "report")
-  os.makedirs(out, exist_ok=True)
+  out = paths.join(workdir, "report")
   model = sampling.load(workdir)
   clips = _test_clips(config, max(NUM_X0, 2))
   videos = clips["video"]
@@ -96,8 +114,8 @@ def _write_report(config: ml_collections.ConfigDict, workdir: str,
   samples = model.sample(x0, NUM_SAMPLES, temperature=1.0, seed=0, eta=None)
   real = video_io.to_uint8(videos[:NUM_X0, 1:])[:, None]
   x0_still = np.repeat(video_io.to_uint8(x0)[:, None, None], 16, axis=2)
-  files["samples"] = video_io.write_video(
-      os.path.join(out, "samples.gif"),
+  files["samples"] = _write_video(
+      paths.join(out, "samples.gif"),
       video_io.grid(np.concatenate([x0_still, real, video_io.to_uint8(samples)], 1)), scale=4)
   bar.update(1)
 
@@ -109,8 +127,8 @@ def _write_report(config: ml_collections.ConfigDict, workdir: str,
            else eta[:1].repeat(NUM_X0 - 1, 0))
   transferred = model.transfer(a, x0[1:], eta_a=eta_a)
   src = video_io.to_uint8(a[:, 1:])[:, None]
-  files["transfer"] = video_io.write_video(
-      os.path.join(out, "transfer.gif"),
+  files["transfer"] = _write_video(
+      paths.join(out, "transfer.gif"),
       video_io.grid(np.concatenate([src, x0_still[1:], video_io.to_uint8(transferred)[:, None]],
                                    1)), scale=4)
   bar.update(1)
@@ -120,8 +138,8 @@ def _write_report(config: ml_collections.ConfigDict, workdir: str,
   if model.has_control:
     etas = _control_etas(config, eta[0])
     controlled = model.sample(np.repeat(x0[:1], len(etas), 0), 1, seed=2, eta=etas)[:, 0]
-    files["control"] = video_io.write_video(
-        os.path.join(out, "control.gif"), video_io.grid(video_io.to_uint8(controlled)[None]),
+    files["control"] = _write_video(
+        paths.join(out, "control.gif"), video_io.grid(video_io.to_uint8(controlled)[None]),
         scale=4)
     if config.data.name == "shapes" and config.stage2.control == "continuous":
       from i2v_flax import demo_eval
@@ -133,25 +151,28 @@ def _write_report(config: ml_collections.ConfigDict, workdir: str,
   # 4. A 32-frame video (two chained chunks, same nu).
   long = model.extend(x0[:2], length=32, num_samples=2, seed=3, eta=eta_x0[:2]
                       if eta_x0 is not None else None)
-  files["long"] = video_io.write_video(os.path.join(out, "long_32_frames.gif"),
+  files["long"] = _write_video(paths.join(out, "long_32_frames.gif"),
                                        video_io.grid(video_io.to_uint8(long)), scale=4)
   bar.update(1)
 
-  summary: dict[str, Any] = {"files": {k: os.path.relpath(v, workdir) for k, v in files.items()},
+  summary: dict[str, Any] = {"files": {k: f"report/{os.path.basename(v)}" for k, v in files.items()},
                              "stage2_step": model.step, **(extra_summary or {})}
   summary["final_losses"] = {
-      stage: _last_scalars(os.path.join(workdir, "tensorboard", stage))
+      stage: _last_scalars(paths.join(workdir, "tensorboard", stage))
       for stage in ("stage1", "stage2")}
   if config.data.name == "shapes":
     summary["shapes_metrics"] = _shapes_metrics(model, clips, samples)
     if control_error is not None:
       summary["control"] = control_error
     bar.update(1)
-    if int(config.report.num_videos) > 0:
+    if int(config.report.num_videos) > 0 and jax.process_count() > 1:
+      summary["evaluation"] = {"skipped": "the ground-truth evaluation runs on one host: "
+                               "python -m i2v_flax.main --mode=eval without --distributed"}
+    elif int(config.report.num_videos) > 0:
       from i2v_flax import demo_eval
       summary["evaluation"] = demo_eval.evaluate_demo(config, workdir, model)
   bar.update(1)
-  _write_json(os.path.join(out, "summary.json"), summary)
+  _write_json(paths.join(out, "summary.json"), summary)
   logging.info("Report written to %s: %s", out, ", ".join(sorted(files)))
   return summary
 
@@ -185,5 +206,5 @@ def train_and_report(config: ml_collections.ConfigDict, workdir: str) -> dict[st
   summary = write_report(config, workdir, {"seconds": timings})
   timings["report"] = round(time.time() - start, 1)
   summary["seconds"] = timings
-  _write_json(os.path.join(workdir, "report", "summary.json"), summary)
+  _write_json(paths.join(workdir, "report", "summary.json"), summary)
   return summary

@@ -16,7 +16,7 @@ import os
 import numpy as np
 from absl import flags, logging
 
-from i2v_flax import cli, config_check, console, errors, video_io
+from i2v_flax import cli, config_check, console, errors, paths, video_io
 
 # allow_override: i2v_flax.main defines --workdir too (both may be imported in one process).
 _WORKDIR = flags.DEFINE_string("workdir", None, "Trained workdir (stage 1 + stage 2).",
@@ -57,16 +57,17 @@ def sample_to_files(workdir: str, images: list[str], out: str, num_samples: int 
   if not images:
     raise errors.InvalidInput("No start image given. Fix: --image=x0.png (comma-separate "
                               "several).")
-  if not os.path.isdir(workdir):
+  if not paths.isdir(workdir):
     raise errors.MissingInput(
         f"Workdir {workdir!r} does not exist. Fix: train one with `python -m i2v_flax.main "
         f"--config=configs/shapes.py --workdir={workdir}`, or pass the --workdir of a trained run.")
-  if not config_check._has_checkpoint(os.path.join(workdir, "checkpoints", "stage2")):  # pylint: disable=protected-access
+  if not config_check._has_checkpoint(paths.join(workdir, "checkpoints", "stage2")):  # pylint: disable=protected-access
     raise errors.MissingInput(
         f"{workdir!r} holds no trained stage-2 model (no checkpoints/stage2). Fix: finish "
         f"training (`python -m i2v_flax.main --config=... --workdir={workdir}`), or pass the "
         "--workdir of a trained run.")
-  config_check.check_writable(os.path.dirname(os.path.abspath(out)), "--out's folder")
+  if not paths.is_remote(out):
+    config_check.check_writable(os.path.dirname(os.path.abspath(out)), "--out's folder")
   eta_values = config_check.check_sequence(eta, "--eta") if eta else None
   # Read every input before any heavy work, so a bad file fails fast and writes nothing.
   raw_images = [video_io.read_image(p, None) for p in images]

@@ -2,23 +2,23 @@
 
 Users hand us whatever they have (RGBA PNGs, grayscale JPEGs, palette GIFs, MP4s, folders of
 frames, any size); we convert to RGB at the model's resolution and say so. Outputs are written to
-a temporary file in the destination folder and renamed, so an interrupted run never leaves a
-half-written GIF that looks valid.
+a temporary file in the destination folder and renamed (or, for gs:// and other remote
+destinations, copied in one object write), so an interrupted run never leaves a half-written GIF
+that looks valid.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import imageio.v3 as iio
 import numpy as np
 from PIL import Image
 
-from i2v_flax import errors
+from i2v_flax import errors, paths
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 VIDEO_EXTENSIONS = (".gif", ".mp4", ".avi", ".mov", ".webm", ".mkv")
@@ -150,20 +150,10 @@ def grid(videos: np.ndarray, pad: int = 1) -> np.ndarray:
   return out
 
 
-@contextlib.contextmanager
-def atomic_path(path: str) -> Iterator[str]:
-  """Yield a temporary path beside `path`; rename onto it only if the block succeeds."""
-  folder = os.path.dirname(os.path.abspath(path)) or "."
-  os.makedirs(folder, exist_ok=True)
-  suffix = os.path.splitext(path)[1]
-  fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=suffix, dir=folder)
-  os.close(fd)
-  try:
-    yield tmp
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+def atomic_path(path: str) -> contextlib.AbstractContextManager[str]:
+  """Yield a local temporary path that becomes `path` (local or gs://) only if the block
+  succeeds (`paths.atomic_local`)."""
+  return paths.atomic_local(path)
 
 
 def write_video(path: str, frames: np.ndarray, fps: float = 8.0, scale: int = 1) -> str:

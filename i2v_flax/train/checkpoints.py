@@ -3,11 +3,19 @@
 The 'models' item is what later stages and sampling restore; 'train' (optimisers, discriminators,
 rng) only matters for resuming. Saves are atomic (orbax writes a tmp dir and renames), so a
 crash or preemption never leaves a half-written step that a resume would pick up.
+
+Topology: arrays are stored whole (global shapes, no device layout), and every restore names its
+own target sharding, so a checkpoint written by 2 processes x 2 devices restores on 1 device and
+the other way round. Directories go through etils.epath (orbax's own path type): gs:// works.
+
+Preemption on pods: a SIGTERM reaches one host, but every host must save the same step (a save is
+collective) and stop together. `preemption_watch()` uses JAX's preemption sync manager (the
+coordination service agrees on one step for all processes) when there are several processes,
+and a plain signal flag otherwise.
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 from typing import Any, Callable, Mapping, Sequence
@@ -15,7 +23,7 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 import orbax.checkpoint as ocp
 
-from i2v_flax import errors
+from i2v_flax import errors, paths
 
 
 def make_checkpoint_manager(directory: str, *, save_interval_steps: int, max_to_keep: int,
@@ -23,7 +31,7 @@ def make_checkpoint_manager(directory: str, *, save_interval_steps: int, max_to_
   """An orbax manager whose saves are atomic (tmp dir + rename) and pruned to `max_to_keep`."""
   options = ocp.CheckpointManagerOptions(save_interval_steps=save_interval_steps,
                                          max_to_keep=max_to_keep, create=True)
-  return ocp.CheckpointManager(os.path.abspath(directory), options=options,
+  return ocp.CheckpointManager(paths.path(directory), options=options,
                                item_names=tuple(item_names))
 
 
@@ -80,10 +88,43 @@ def restore_checkpoint(manager: ocp.CheckpointManager, abstract_items: Mapping[s
   return {k: restored[k] for k in abstract_items}
 
 
+class PreemptionWatch:
+  """`reached(step)`: True once a SIGTERM (on any process) asks the run to save and stop.
+
+  Call it at the end of every step on every process with the same step numbers. Several
+  processes: JAX's preemption sync point (JAX's own SIGTERM notifier, armed by
+  jax.distributed.initialize, tells the coordination service, which picks one step every process
+  stops at). One process: a Python signal flag (the step it arrives at).
+  """
+
+  def __init__(self) -> None:
+    self.multi = jax.process_count() > 1
+    # The Python handler would replace JAX's C++ SIGTERM notifier: only without one.
+    self.event = threading.Event() if self.multi else install_sigterm_flag()
+
+  def reached(self, step: int) -> bool:
+    if self.event.is_set():
+      return True
+    if self.multi:
+      from jax.experimental import multihost_utils
+      if multihost_utils.reached_preemption_sync_point(step):
+        self.event.set()
+    return self.event.is_set()
+
+  def is_set(self) -> bool:
+    return self.event.is_set()
+
+
+def preemption_watch() -> PreemptionWatch:
+  """See `PreemptionWatch`."""
+  return PreemptionWatch()
+
+
 def install_sigterm_flag() -> threading.Event:
   """An Event set on SIGTERM (preemption), so the loop can save a final checkpoint and exit.
 
   Only installed from the main thread (signal's rule); elsewhere the event just never fires.
+  Single-process runs only: with several processes use `preemption_watch()`.
   """
   event = threading.Event()
   if threading.current_thread() is threading.main_thread():

@@ -7,14 +7,11 @@ the models from the saved config, so the config travels with the workdir.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from typing import Any, Mapping, Sequence
 
-import jax
 import ml_collections
 
-from i2v_flax import errors
+from i2v_flax import errors, paths
 
 CONFIG_FILE = "config.json"
 
@@ -26,24 +23,19 @@ def _plain(config: ml_collections.ConfigDict | Mapping) -> dict:
 
 
 def write_config(workdir: str, config: ml_collections.ConfigDict) -> str:
-  """Write workdir/config.json atomically (process 0 only); returns its path."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".json", dir=workdir)
-    with os.fdopen(fd, "w") as f:
-      json.dump(_plain(config), f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+  """Write workdir/config.json atomically (process 0 only; local or gs://); returns its path."""
+  path = paths.join(workdir, CONFIG_FILE)
+  if paths.is_primary():
+    paths.write_json(path, _plain(config))
   return path
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
   """The config saved in workdir/config.json (lists where the file had tuples)."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
+  path = paths.join(workdir, CONFIG_FILE)
+  if not paths.exists(path):
     raise errors.MissingInput(f"{path} does not exist: {workdir!r} is not a training workdir.")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  return ml_collections.ConfigDict(json.loads(paths.read_text(path)))
 
 
 def _get(tree: Mapping, dotted: str) -> Any:
@@ -59,11 +51,10 @@ def check_compatible(workdir: str, config: ml_collections.ConfigDict,
   A checkpoint only restores into the shapes it was written with; failing here with the list of
   differences beats an opaque orbax shape error later. Nothing is checked if no config.json exists.
   """
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
+  path = paths.join(workdir, CONFIG_FILE)
+  if not paths.exists(path):
     return
-  with open(path) as f:
-    saved = json.load(f)
+  saved = json.loads(paths.read_text(path))
   new = _plain(config)
   diffs = []
   for field in fields:
