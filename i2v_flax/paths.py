@@ -58,7 +58,8 @@ def listdir(p: str | os.PathLike) -> list[str]:
 
 
 def glob(folder: str | os.PathLike, pattern: str) -> list[str]:
-  """Sorted matches of `pattern` (may contain **) under `folder`, as path strings."""
+  """Sorted matches of `pattern` under `folder`, as path strings (no `**`: epath refuses it on
+  local and GCS paths alike)."""
   q = path(folder)
   return sorted(os.fspath(m) for m in q.glob(pattern)) if q.is_dir() else []
 

@@ -41,7 +41,7 @@ def _last_scalars(logdir: str) -> dict[str, float]:
   Read through epath (local or gs://), parsed here rather than by tf.data."""
   import tensorflow as tf
   last: dict[str, tuple[int, float]] = {}
-  for path in paths.glob(logdir, "**/events.out.tfevents.*"):
+  for path in paths.glob(logdir, "events.out.tfevents.*")  # clu writes into logdir itself:
     for record in _records(paths.path(path).read_bytes()):
       event = tf.compat.v1.Event.FromString(record)
       for value in event.summary.value:
@@ -192,7 +192,7 @@ def _shapes_metrics(model, clips: dict[str, np.ndarray], samples: np.ndarray) ->
 def train_and_report(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Build the data, train stage 1 and stage 2 (resuming), then write the report."""
   from i2v_flax import data
-  from i2v_flax.train import stage1, stage2
+  from i2v_flax.train import checkpoints, stage1, stage2
   timings: dict[str, float] = {}
   for name, fn in (("prepare_data", lambda: data.prepare(config.data)),
                    ("train_stage1", lambda: stage1.train_and_evaluate(config, workdir)),
@@ -202,6 +202,9 @@ def train_and_report(config: ml_collections.ConfigDict, workdir: str) -> dict[st
     fn()
     timings[name] = round(time.time() - start, 1)
     logging.info("=== %s done in %.1f s ===", name, timings[name])
+    if checkpoints.preempted():  # Saved and stopped on SIGTERM: rerun the command to resume.
+      logging.warning("Preempted during %s: checkpoint saved; rerun to resume.", name)
+      return {"preempted": name, "seconds": timings}
   start = time.time()
   summary = write_report(config, workdir, {"seconds": timings})
   timings["report"] = round(time.time() - start, 1)
