@@ -41,7 +41,7 @@ def _last_scalars(logdir: str) -> dict[str, float]:
   Read through epath (local or gs://), parsed here rather than by tf.data."""
   import tensorflow as tf
   last: dict[str, tuple[int, float]] = {}
-  for path in paths.glob(logdir, "events.out.tfevents.*")  # clu writes into logdir itself:
+  for path in paths.glob(logdir, "events.out.tfevents.*"):  # clu writes into logdir itself.
     for record in _records(paths.path(path).read_bytes()):
       event = tf.compat.v1.Event.FromString(record)
       for value in event.summary.value:
