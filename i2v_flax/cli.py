@@ -147,7 +147,7 @@ def execute(main: Callable[[list[str]], Any], argv: Sequence[str] | None = None,
     session = state.get("session")
     if session is not None:
       target = log_dir()  # WORKDIR/logs: kept when WORKDIR already held a run (checkpoints).
-      has_run = target and paths.isdir(paths.join(target, "..", "checkpoints"))
+      has_run = target and paths.isdir(paths.join(os.path.dirname(target), "checkpoints"))
       if has_run and state.get("pre_existing"):
         _keep_log(session, target, log_prefix, failed=True)
       else:

@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 
 import ml_collections
 
-from i2v_flax import config_lib
+from i2v_flax import config_lib, errors
 from i2v_flax.errors import InvalidInput, MissingInput
 
 MODES = ("all", "train_stage1", "train_stage2", "eval")
@@ -26,7 +26,7 @@ CHOICES = {
     "compute_dtype": ("float32", "bfloat16"),
     "data.name": config_lib.KNOWN_DATASETS,
     "stage1.dec_output": ("rgb", "warp"),
-    "stage1.conv3d_impl": ("native", "taps", "auto"),
+    "stage1.conv3d_impl": ("native", "taps", "fast", "auto"),
     "stage2.embedder": ("resnet_small", "resnet50"),
     "stage2.embedder_norm": ("in", "bn"),
     "stage2.control": ("", "bins", "continuous"),
@@ -226,6 +226,14 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str, mode: str) ->
   from i2v_flax import paths
   from i2v_flax.train import run_config
   check_writable(workdir, "--workdir")
+  if workdir.startswith("gs://"):
+    try:
+      from google.cloud import storage  # noqa: F401  pylint: disable=g-import-not-at-top
+    except ImportError:
+      raise errors.MissingDependency(
+          f"--workdir={workdir}: orbax needs the google-cloud-storage package for gs:// "
+          "checkpoints. Fix: pip install -e '.[gcs]' (or pip install google-cloud-storage)."
+      ) from None
   s1_dir = config.stage2.stage1_workdir or workdir
   if mode == "train_stage2" and not _has_checkpoint(paths.join(s1_dir, "checkpoints", "stage1")):
     raise MissingInput(

@@ -7,7 +7,7 @@
 # there (through etils.epath/orbax) and outlive the VMs. Rerun the same command after a
 # preemption: every stage resumes from its latest checkpoint. --dry-run prints what would run.
 # Env: REPO_DIR (the checkout on the workers, default ~/i2v_flax), SETUP (run before training,
-# default: pip install the package with jax[tpu]).
+# default: pip install the package with its gcs extra and jax[tpu]).
 set -euo pipefail
 DRY_RUN=0
 if [[ "${1:-}" == "--dry-run" ]]; then DRY_RUN=1; shift; fi
@@ -18,7 +18,7 @@ WORKDIR=${4:?workdir, e.g. gs://bucket/bair}
 MODE=${5:-train_stage1}
 shift $(( $# < 5 ? $# : 5 ))
 REPO_DIR=${REPO_DIR:-'~/i2v_flax'}
-SETUP=${SETUP:-"pip install -q -e . 'jax[tpu]'"}
+SETUP=${SETUP:-"pip install -q -e '.[gcs]' 'jax[tpu]'"}
 EXTRA=""
 for arg in "$@"; do EXTRA+=" $(printf '%q' "$arg")"; done
 # What every worker runs (identical on all; JAX finds the coordinator, process count and index

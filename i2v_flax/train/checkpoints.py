@@ -88,52 +88,60 @@ def restore_checkpoint(manager: ocp.CheckpointManager, abstract_items: Mapping[s
   return {k: restored[k] for k in abstract_items}
 
 
+_PREEMPTED = threading.Event()  # Process-wide: a preempted stage 1 must not start stage 2.
+
+
 class PreemptionWatch:
   """`reached(step)`: True once a SIGTERM (on any process) asks the run to save and stop.
 
   Call it at the end of every step on every process with the same step numbers. Several
   processes: JAX's preemption sync point (JAX's own SIGTERM notifier, armed by
   jax.distributed.initialize, tells the coordination service, which picks one step every process
-  stops at). One process: a Python signal flag (the step it arrives at).
+  stops at, so all save the same step). One process: a Python signal flag (the step it arrives
+  at). Either way `preempted()` stays True afterwards, so later phases of the job are skipped.
   """
 
   def __init__(self) -> None:
     self.multi = jax.process_count() > 1
-    # The Python handler would replace JAX's C++ SIGTERM notifier: only without one.
-    self.event = threading.Event() if self.multi else install_sigterm_flag()
+    _PREEMPTED.clear()  # A new training run in this process (tests, notebooks) starts afresh.
+    if not self.multi:  # The Python handler would replace JAX's C++ notifier: only without one.
+      _install_sigterm_handler()
 
   def reached(self, step: int) -> bool:
-    if self.event.is_set():
-      return True
-    if self.multi:
+    if self.multi and not _PREEMPTED.is_set():
       from jax.experimental import multihost_utils
       if multihost_utils.reached_preemption_sync_point(step):
-        self.event.set()
-    return self.event.is_set()
-
-  def is_set(self) -> bool:
-    return self.event.is_set()
+        _PREEMPTED.set()
+    return _PREEMPTED.is_set()
 
 
 def preemption_watch() -> PreemptionWatch:
-  """See `PreemptionWatch`."""
+  """See `PreemptionWatch`; one per training loop."""
   return PreemptionWatch()
 
 
-def install_sigterm_flag() -> threading.Event:
-  """An Event set on SIGTERM (preemption), so the loop can save a final checkpoint and exit.
+def preempted() -> bool:
+  """Whether the last training loop in this process stopped for a SIGTERM."""
+  return _PREEMPTED.is_set()
 
-  Only installed from the main thread (signal's rule); elsewhere the event just never fires.
-  Single-process runs only: with several processes use `preemption_watch()`.
+
+_ORIGINAL_HANDLER: list = []
+
+
+def _install_sigterm_handler() -> None:
+  """SIGTERM sets the flag once; a second SIGTERM gets the handler the process had before.
+
+  Only from the main thread (signal's rule); elsewhere the flag just never fires.
   """
-  event = threading.Event()
-  if threading.current_thread() is threading.main_thread():
-    previous = signal.getsignal(signal.SIGTERM)
+  if threading.current_thread() is not threading.main_thread():
+    return
+  if not _ORIGINAL_HANDLER:
+    _ORIGINAL_HANDLER.append(signal.getsignal(signal.SIGTERM))
 
-    def handler(signum, frame):
-      del signum, frame
-      event.set()
-      signal.signal(signal.SIGTERM, previous if callable(previous) else signal.SIG_DFL)
+  def handler(signum, frame):
+    del signum, frame
+    _PREEMPTED.set()
+    previous = _ORIGINAL_HANDLER[0]
+    signal.signal(signal.SIGTERM, previous if callable(previous) else signal.SIG_DFL)
 
-    signal.signal(signal.SIGTERM, handler)
-  return event
+  signal.signal(signal.SIGTERM, handler)
