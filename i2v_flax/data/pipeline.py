@@ -294,7 +294,8 @@ def build_dataset(data_config: ml_collections.ConfigDict, split: str, local_batc
               num_parallel_calls=tf.data.AUTOTUNE)
   if repeat:
     if src.manual:  # Encoded whole videos are cached; only a clip's frames get decoded.
-      split_bytes = builder.info.splits[split].num_bytes // process_count
+      # A slice ('train[:-64]') reports 0 bytes: bound it by its whole split's.
+      split_bytes = builder.info.splits[split.partition("[")[0]].num_bytes // process_count
     else:
       try:
         split_bytes = (num_examples(data_config, split) // process_count

@@ -1,17 +1,20 @@
 """`--mode=eval`: the SPEC §6 protocol for the configured dataset, plus two baselines.
 
-For the first `config.eval.num_videos` test clips (start frame 0, no augmentation) we draw
+The test clips follow the dataset's protocol (config.eval: num_videos, clips_per_video,
+num_clips, random_start; see data/eval_clips.py): bair the first 256 test videos at frame 0,
+iper 1000 random-start clips cycling over the test videos, landscape 6 random-start clips of
+each test video, dtdb 5 start-0 copies of each eval video; no augmentation. We draw
 M = max(K, S) samples per x_0 once, where K = config.eval.num_sample_sets and S =
 config.eval.div_num_samples; sample set k is sample k of every x_0 (independent nu draws, so the
 sets are independent), and DIV uses samples 0..S-1. Methods:
   cinn      nu ~ N(0, T^2) through the cINN (the model), eta = the real clip's eta if control.
   w/o cINN  z ~ N(0, T^2) straight into the decoder (the paper's ablation).
   static    x_0 repeated (deterministic: one set; DIV and spread are exactly 0, not computed).
-Per set: FVD (BAIR protocol: fake = real x_0 + the first 15 generated frames, vs real frames
-0-15; the real I3D features are computed once), LPIPS and FID of generated x_1..x_16 vs the real
-ones, DTFVD (the reference's texture protocol: generated x_1..x_16 vs real frames 0-15, its
-one-frame offset kept so the numbers compare with the paper's), and on `shapes` the oracle
-metrics of x_0 + 16 generated frames vs the real 17. Reported per metric: the first set's value
+Per set: FVD, DTFVD, LPIPS and FID on the sequences config.eval.protocol lines up
+(alignment.py: 'reference' = the authors' per-dataset alignment, e.g. bair's real x_0 + 15
+generated frames vs real 0-15 and the textures' one-frame offset; 'aligned' = g_i vs x_i; the
+real features are computed once), and on `shapes` the oracle metrics of x_0 + 16 generated
+frames vs the real 17. Reported per metric: the first set's value
 (the paper's single FVD of 256 vs 256), mean, std (ddof=0) and all values.
 Generated frames stay float32 in [-1, 1] (never rounded to uint8): the reference feeds its
 metrics the float frames, and FVD in particular sees (x + 1) * 127.5 unrounded (SPEC §6).
@@ -34,6 +37,7 @@ from absl import logging
 
 from i2v_flax import errors, progress
 from i2v_flax.evaluation import diversity, dtfvd as dtfvd_lib, fid as fid_lib, fvd as fvd_lib
+from i2v_flax.evaluation import alignment as align_lib
 from i2v_flax.evaluation import lpips_metrics
 from i2v_flax.evaluation import shapes_metrics
 from i2v_flax.evaluation.lpips_metrics import to_float
@@ -45,21 +49,30 @@ GenerateFn = Callable[[np.ndarray, Any, int, int], np.ndarray]
 
 
 def load_test_clips(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
-  """The protocol's clips: the first num_videos of the eval split, in order, with metadata."""
+  """The protocol's clips of the first num_videos (0: all) videos of the eval split, in order.
+
+  Keys: video, eta (control), start and video_index (which video, which frame a clip starts
+  at), and the shapes ground truth.
+  """
   from i2v_flax import data
+  from i2v_flax.data import eval_clips
   data.prepare(config.data)
   n = int(config.eval.num_videos)
+  available = data.num_examples(config.data, config.eval.split)
+  if n > available:
+    raise errors.InvalidInput(f"The {config.eval.split!r} split has {available} videos, fewer "
+                              f"than config.eval.num_videos={n}. Fix: --config.eval.num_videos="
+                              f"{available} (or 0 for all).")
+  n = n or available
+  plan = eval_clips.plan_from_config(config.eval)
+  n_clips = sum(plan.counts(n))
   n_dev = jax.device_count()
-  batch = max(n_dev, min(int(config.eval.batch_size), n) // n_dev * n_dev)
+  batch = max(n_dev, min(int(config.eval.batch_size), n_clips) // n_dev * n_dev)
   it = data.create_iterator(config.data, config.eval.split, batch,
                             seed=int(config.seed), shuffle=False, repeat=False,
-                            with_metadata=config.data.name == "shapes", max_examples=n)
+                            with_metadata=True, max_examples=n, plan=plan)
   chunks = list(it)
-  clips = {k: np.concatenate([c[k] for c in chunks])[:n] for k in chunks[0]}
-  if clips["video"].shape[0] < n:
-    raise errors.InvalidInput(f"The {config.eval.split!r} split has {clips['video'].shape[0]} clips, "
-                     f"fewer than config.eval.num_videos={n}.")
-  return clips
+  return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
 
 
 def model_generators(model: Any, config: ml_collections.ConfigDict) -> dict[str, GenerateFn]:
@@ -108,29 +121,35 @@ def evaluate_method(name: str, samples: np.ndarray, clips: dict[str, np.ndarray]
   """All metrics of one method's (N, M, 16, H, W, 3) [-1, 1] samples against the real clips."""
   real = to_float(clips["video"])
   batch = int(config.eval.batch_size)
+  protocol = str(config.eval.get("protocol", "reference"))
+  vid_al = align_lib.alignment(config.data.name, protocol, "video")
+  frm_al = align_lib.alignment(config.data.name, protocol, "frames")
+  real_vid, real_frm = align_lib.real_part(real, vid_al), align_lib.real_part(real, frm_al)
   per_set: dict[str, list[float]] = {}
   sets = min(num_sets, samples.shape[1])
   for k in range(sets):
     t0 = time.time()
     gen = samples[:, k]
+    fake_vid = align_lib.fake_part(real, gen, vid_al)
+    fake_frm = align_lib.fake_part(real, gen, frm_al)
     if "fvd" in metrics:
       if "real_i3d" not in cache:
-        cache["real_i3d"] = fvd_lib.fvd_features(real[:, :16], batch)
-      fake16 = np.concatenate([real[:, :1], gen[:, :15]], axis=1)
-      fake_feats = fvd_lib.fvd_features(fake16, batch)
+        cache["real_i3d"] = fvd_lib.fvd_features(real_vid, batch)
+      fake_feats = fvd_lib.fvd_features(fake_vid, batch)
       per_set.setdefault("fvd", []).append(fvd_lib.fvd_from_features(cache["real_i3d"],
                                                                       fake_feats))
     if "lpips" in metrics:
-      per_set.setdefault("lpips", []).append(lpips_metrics.lpips_video(real[:, 1:], gen))
+      per_set.setdefault("lpips", []).append(lpips_metrics.lpips_video(real_frm, fake_frm))
     if "fid" in metrics:
       if "real_fid" not in cache:
-        cache["real_fid"] = fid_lib.fid_features(real[:, 1:], cache["fid_vars"], batch)
-      fake = fid_lib.fid_features(gen, cache["fid_vars"], batch)
+        cache["real_fid"] = fid_lib.fid_features(real_frm, cache["fid_vars"], batch)
+      fake = fid_lib.fid_features(fake_frm, cache["fid_vars"], batch)
       per_set.setdefault("fid", []).append(fid_lib.frechet_distance(cache["real_fid"], fake))
-    if "dtfvd" in metrics:
+    if "dtfvd" in metrics:  # The DTDB I3D takes 16 frames (iper's 17 are cut to 16).
       if "real_dtfvd" not in cache:
-        cache["real_dtfvd"] = dtfvd_lib.dtfvd_features(real[:, :16], cache["dtfvd_model"], batch)
-      fake = dtfvd_lib.dtfvd_features(gen[:, :16], cache["dtfvd_model"], batch)
+        cache["real_dtfvd"] = dtfvd_lib.dtfvd_features(real_vid[:, :16], cache["dtfvd_model"],
+                                                       batch)
+      fake = dtfvd_lib.dtfvd_features(fake_vid[:, :16], cache["dtfvd_model"], batch)
       per_set.setdefault("dtfvd", []).append(fid_lib.frechet_distance(cache["real_dtfvd"], fake))
     if "shapes" in metrics:
       meta = {k2: v for k2, v in clips.items() if k2 not in ("video", "eta")}
@@ -173,7 +192,10 @@ def markdown_table(results: dict[str, Any]) -> str:
   methods = list(results["methods"])
   keys = sorted({k for m in methods for k in results["methods"][m]})
   lines = [f"# Evaluation of {results['dataset']} at stage-2 step {results['step']}", "",
-           f"{results['num_videos']} test videos, {results['num_sample_sets']} sample sets, "
+           f"{results.get('num_clips', results['num_videos'])} clips of {results['num_videos']} "
+           f"test videos, protocol {results.get('protocol', 'reference')!r}: "
+           f"{results.get('alignment', {}).get('fvd_dtfvd', '')}. "
+           f"{results['num_sample_sets']} sample sets, "
            f"{results['div_num_samples']} samples per x_0 for DIV. Cells: mean ± std over the "
            "sample sets; 'fvd (first set)' is the paper's single FVD.", "",
            "| metric | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
@@ -221,6 +243,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, model: Any = No
     raise errors.InvalidInput(f"Unknown config.eval.metrics {sorted(unknown)}; known: {KNOWN_METRICS}.")
   if "shapes" in metrics and config.data.name != "shapes":
     raise errors.InvalidInput("The 'shapes' oracle metrics need data.name='shapes'.")
+  align_lib.describe(config.data.name, str(config.eval.protocol))  # Fails on an unknown one.
   if jax.process_count() > 1:
     raise errors.InvalidInput("Evaluation runs on one host (it gathers all clips); launch it without "
                      "--distributed.")
@@ -238,8 +261,12 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, model: Any = No
   num_samples = max(k_sets, s_div if wants_div else 1)
   logging.info("Evaluating %s on %d clips: metrics %s, %d sample sets, methods %s",
                config.data.name, len(clips["video"]), metrics, k_sets, list(generators))
+  protocol = str(config.eval.protocol)
   results: dict[str, Any] = {
-      "dataset": config.data.name, "step": step, "num_videos": int(len(clips["video"])),
+      "dataset": config.data.name, "step": step, "num_clips": int(len(clips["video"])),
+      "num_videos": int(len(np.unique(clips["video_index"]))) if "video_index" in clips else int(
+          len(clips["video"])),
+      "protocol": protocol, "alignment": align_lib.describe(config.data.name, protocol),
       "num_sample_sets": k_sets, "div_num_samples": s_div, "metrics": list(metrics),
       "temperature": float(config.eval.temperature), "methods": {}, "seconds": {}}
   with progress.phase("eval", total=len(generators), unit="method") as bar:
