@@ -97,10 +97,11 @@ class VideoModel:
               for a in arrays]
     outs = []
     for start in range(0, n + pad, chunk):
-      parts = [None if a is None else parallel.shard_batch(a[start:start + chunk], self.mesh)
-               for a in padded]
+      # Every process holds the whole batch (multi-host report): each device takes its rows.
+      parts = [None if a is None else parallel.global_from_host(a[start:start + chunk],
+                                                                self.mesh) for a in padded]
       with self.mesh:
-        outs.append(jax.device_get(fn(self.variables, *parts)))
+        outs.append(parallel.to_host(fn(self.variables, *parts)))
     return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs)[:n], *outs)
 
   def _check_x0(self, x0: np.ndarray) -> np.ndarray:

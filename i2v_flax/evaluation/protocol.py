@@ -25,8 +25,6 @@ Output: workdir/eval/<step>.json (atomic) and <step>.md (a table).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from typing import Any, Callable
 
@@ -35,7 +33,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from i2v_flax import errors, progress
+from i2v_flax import errors, paths, progress
 from i2v_flax.evaluation import diversity, dtfvd as dtfvd_lib, fid as fid_lib, fvd as fvd_lib
 from i2v_flax.evaluation import alignment as align_lib
 from i2v_flax.evaluation import lpips_metrics
@@ -177,14 +175,7 @@ def evaluate_method(name: str, samples: np.ndarray, clips: dict[str, np.ndarray]
 
 
 def _write_atomic(path: str, text: str) -> None:
-  fd, tmp = tempfile.mkstemp(prefix=".tmp_", dir=os.path.dirname(path))
-  try:
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  paths.write_text(path, text)  # Local or gs://, atomic.
 
 
 def markdown_table(results: dict[str, Any]) -> str:
@@ -280,10 +271,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, model: Any = No
       logging.info("[%s] done in %.1fs: %s", name, time.time() - t0,
                    {k: v["mean"] for k, v in results["methods"][name].items()})
       bar.update(1, method=name)
-  out_dir = os.path.join(workdir, "eval")
-  os.makedirs(out_dir, exist_ok=True)
-  _write_atomic(os.path.join(out_dir, f"{step}.json"),
+  out_dir = paths.join(workdir, "eval")
+  _write_atomic(paths.join(out_dir, f"{step}.json"),
                 json.dumps(results, indent=2, sort_keys=True, allow_nan=False))
-  _write_atomic(os.path.join(out_dir, f"{step}.md"), markdown_table(results))
+  _write_atomic(paths.join(out_dir, f"{step}.md"), markdown_table(results))
   logging.info("Wrote %s/%d.json and .md", out_dir, step)
   return results

@@ -21,7 +21,7 @@ import numpy as np
 from absl import logging
 from clu import periodic_actions
 
-from i2v_flax import config_lib, errors, parallel, progress, video_io
+from i2v_flax import config_lib, errors, parallel, paths, progress, video_io
 from i2v_flax.models.decoder import Decoder
 from i2v_flax.models.encoder import Encoder
 from i2v_flax.train import checkpoints, common, run_config
@@ -37,7 +37,7 @@ ARCH_FIELDS = tuple(f"stage1.{k}" for k in (
 
 
 def checkpoint_dir(workdir: str) -> str:
-  return os.path.join(workdir, "checkpoints", "stage1")
+  return paths.join(workdir, "checkpoints", "stage1")
 
 
 def encode(encoder: Encoder, enc_vars: dict, video_1_16: jax.Array, rng: jax.Array | None
@@ -72,7 +72,7 @@ def restore_stage1(workdir: str, config: ml_collections.ConfigDict | None = None
   ckpt = checkpoint_dir(workdir)
   command = (f"python -m i2v_flax.main --config=configs/<dataset>.py --workdir={workdir} "
              "--mode=train_stage1")
-  if not os.path.isdir(ckpt):
+  if not paths.isdir(ckpt):
     raise errors.MissingInput(f"No stage-1 checkpoints in {ckpt} (workdir {workdir!r}). Train "
                             f"stage 1 first: {command}")
   if config is None:
@@ -110,13 +110,13 @@ def _cached_steps(config, models, mesh, lpips_params):
 def _log_eval(writer, steps, state, eval_video, step: int, workdir: str,
               rng: jax.Array) -> tuple[float, float]:
   recon, prior, psnr, z_use = steps["eval"](state, eval_video, rng)
-  psnr = float(np.mean(jax.device_get(psnr)))
-  z_use = float(np.mean(jax.device_get(z_use)))
+  # Gathered on every process (a collective), written by process 0 only.
+  video, recon, prior, psnr, z_use = parallel.to_host((eval_video, recon, prior, psnr, z_use))
+  psnr, z_use = float(np.mean(psnr)), float(np.mean(z_use))
   writer.write_scalars(step, {"eval/psnr": psnr, "eval/z_use": z_use})
-  if jax.process_index() == 0:
-    grid = video_io.video_grid([jax.device_get(eval_video)[:, 1:], jax.device_get(recon),
-                              jax.device_get(prior)])
-    video_io.write_video(os.path.join(workdir, "samples", f"stage1_{step}.gif"), grid)
+  if paths.is_primary():
+    grid = video_io.video_grid([video[:, 1:], recon, prior])
+    video_io.write_video(paths.join(workdir, "samples", f"stage1_{step}.gif"), grid)
   logging.info("stage 1 step %d: held-out reconstruction PSNR %.2f dB, z-use %.4f", step, psnr,
                z_use)
   return psnr, z_use
@@ -149,8 +149,8 @@ def train(config: ml_collections.ConfigDict, workdir: str,
                                         save_interval_steps=s1.checkpoint_every,
                                         max_to_keep=s1.keep_checkpoints,
                                         item_names=("models", "train"))
-  writer = common.create_writer(os.path.join(workdir, "tensorboard", "stage1"))
-  stop = checkpoints.install_sigterm_flag()
+  writer = common.create_writer(paths.join(workdir, "tensorboard", "stage1"))
+  stop = checkpoints.preemption_watch()
   start = mngr.latest_step() or 0
   batches = make_train_iter(start)
   first = next(batches)
@@ -198,7 +198,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
         bar.set_metrics(psnr=psnr, z_use=z_use)
       if done % s1.checkpoint_every == 0 or done == total:
         save(done, state)
-      if stop.is_set():
+      if stop.reached(done):
         logging.warning("SIGTERM: saving stage-1 checkpoint at step %d and exiting.", done)
         save(done, state)
         break

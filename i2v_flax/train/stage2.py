@@ -29,7 +29,7 @@ import numpy as np
 from absl import logging
 from clu import periodic_actions
 
-from i2v_flax import config_lib, errors, parallel, progress, video_io
+from i2v_flax import config_lib, errors, parallel, paths, progress, video_io
 from i2v_flax.models.embedder import embedder_is_frozen
 from i2v_flax.train import checkpoints, common, run_config, stage1
 from i2v_flax.train.stage2_steps import (MODEL_KEYS, build_flow, condition,  # noqa: F401
@@ -45,7 +45,7 @@ NUM_SAMPLES = 4
 
 
 def checkpoint_dir(workdir: str) -> str:
-  return os.path.join(workdir, "checkpoints", "stage2")
+  return paths.join(workdir, "checkpoints", "stage2")
 
 
 def stage1_workdir(config: ml_collections.ConfigDict, workdir: str) -> str:
@@ -63,7 +63,7 @@ def load_frozen_stage1(config: ml_collections.ConfigDict, workdir: str
   fix = (f"Fix: train stage 1 there first (--mode=train_stage1 --workdir={s1_dir}) or point "
          "--config.stage2.stage1_workdir at a finished stage-1 workdir.")
   ckpt = stage1.checkpoint_dir(s1_dir)
-  if not os.path.isdir(ckpt) or not os.path.exists(os.path.join(s1_dir, run_config.CONFIG_FILE)):
+  if not paths.isdir(ckpt) or not paths.exists(paths.join(s1_dir, run_config.CONFIG_FILE)):
     raise errors.MissingInput(f"Stage 2 needs a trained stage 1, but {ckpt} (or its config.json) "
                             f"does not exist. {fix}")
   s1_config = run_config.read_config(s1_dir)
@@ -103,7 +103,7 @@ def restore_stage2(workdir: str, config: ml_collections.ConfigDict | None = None
   mngr = checkpoints.make_checkpoint_manager(ckpt, save_interval_steps=1, max_to_keep=1_000_000,
                                         item_names=("models", "train"))
   try:
-    step = mngr.latest_step() if os.path.isdir(ckpt) else None
+    step = mngr.latest_step() if paths.isdir(ckpt) else None
     if step is None:
       raise errors.MissingInput(
           f"No stage-2 checkpoint in {ckpt}. Train stage 2 first: python -m i2v_flax.main "
@@ -125,7 +125,7 @@ def check_embedder_init(config: ml_collections.ConfigDict) -> None:
     return
   if s2.embedder == "resnet50" and os.path.isfile(path):
     return
-  if not os.path.isdir(checkpoint_dir(path)):
+  if not paths.isdir(checkpoint_dir(path)):
     what = ("the authors' Encoder_stage2.pth (or an .npz of its state_dict) or a stage-2 "
             "workdir with embedder='resnet50'" if s2.embedder == "resnet50" else
             f"a workdir whose stage 2 trained an embedder with embedder_widths="
@@ -173,13 +173,15 @@ def load_embedder_init(config: ml_collections.ConfigDict, target: dict) -> dict:
 
 def _write_samples(steps, state, dec_vars, sample_batch, step: int, workdir: str,
                    rng: jax.Array) -> None:
-  videos = jax.device_get(steps["sample"](state, dec_vars, sample_batch, rng))
-  if jax.process_index() != 0:
+  # Gathered on every process (a collective), written by process 0 only.
+  videos, real = parallel.to_host((steps["sample"](state, dec_vars, sample_batch, rng),
+                                   sample_batch["video"]))
+  if not paths.is_primary():
     return
   real = np.asarray(jax.device_get(sample_batch["video"]))
   x0 = real[:, :1]
   columns = [real] + [np.concatenate([x0, videos[:, k]], axis=1) for k in range(videos.shape[1])]
-  video_io.write_video(os.path.join(workdir, "samples", f"stage2_{step}.gif"),
+  video_io.write_video(paths.join(workdir, "samples", f"stage2_{step}.gif"),
                    video_io.video_grid(columns, max_rows=4))
 
 
@@ -209,10 +211,10 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   check_embedder_init(config)
   s1_config, s1_vars = load_frozen_stage1(config, workdir)
   s1_models = stage1.build_models(s1_config)
-  if os.path.abspath(stage1_workdir(config, workdir)) == os.path.abspath(workdir):
+  if paths.path(stage1_workdir(config, workdir)) == paths.path(workdir):
     # config.json is about to be rewritten; it must keep describing the stage-1 checkpoint.
     run_config.check_compatible(workdir, config, stage1.ARCH_FIELDS)
-  if os.path.isdir(checkpoint_dir(workdir)):
+  if paths.isdir(checkpoint_dir(workdir)):
     run_config.check_compatible(workdir, config, ARCH_FIELDS)
   run_config.write_config(workdir, config)
   s1_vars = parallel.replicate(s1_vars, mesh)
@@ -225,8 +227,8 @@ def train(config: ml_collections.ConfigDict, workdir: str,
                                         save_interval_steps=s2.checkpoint_every,
                                         max_to_keep=s2.keep_checkpoints,
                                         item_names=("models", "train"))
-  writer = common.create_writer(os.path.join(workdir, "tensorboard", "stage2"))
-  stop = checkpoints.install_sigterm_flag()
+  writer = common.create_writer(paths.join(workdir, "tensorboard", "stage2"))
+  stop = checkpoints.preemption_watch()
   start = mngr.latest_step() or 0
   batches = make_train_iter(start)
   batch = parallel.shard_batch(_model_batch(config, next(batches)), mesh)
@@ -284,7 +286,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
         # Checked before saving: a non-finite state must never reach a checkpoint.
         common.check_finite(jax.device_get(metrics), step, checkpoint_dir(workdir))
         save(done, state)
-      if stop.is_set():
+      if stop.reached(done):
         logging.warning("SIGTERM: saving stage-2 checkpoint at step %d and exiting.", done)
         common.check_finite(jax.device_get(metrics), step, checkpoint_dir(workdir))
         save(done, state)
