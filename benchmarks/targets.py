@@ -1,0 +1,95 @@
+"""The three computations the benchmarks time and profile, built once with random weights.
+
+Why one place: the profile (profile_ops.py) must look at exactly the computation the timing
+scripts time (stage1_step.py, stage2_step.py, sample.py), with the same shapes and random
+weights as the reference timings in ../shared/PERFORMANCE.md.
+  stage1  one adversarial iteration (D_T, D_S and G updates), jitted, state donated
+  stage2  one stage-2 training step (frozen encoder forward + embedder + flow + AMSGrad)
+  sample  embedder + cINN + video decoder for a batch of x_0 (what VideoModel.sample calls)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import ml_collections
+import numpy as np
+
+from i2v_flax import config_lib, parallel
+
+
+def _stage1(config: ml_collections.ConfigDict, batch: int) -> tuple[Callable, tuple]:
+  from i2v_flax.train.stage1_steps import build_models, make_init_fn, make_steps
+  s1 = config.stage1
+  if batch:
+    s1.batch_size = batch
+  mesh = parallel.make_mesh()
+  r = config.data.resolution
+  video = parallel.shard_batch(np.tanh(np.random.RandomState(0).randn(
+      s1.batch_size, config.data.clip_length, r, r, 3)).astype(np.float32), mesh)
+  models = build_models(config)
+  lpips_params = None
+  if s1.w_percep > 0:
+    from i2v_flax.models import lpips
+    lpips_params = jax.device_put(lpips.load_lpips_params(), parallel.replicated(mesh))
+  steps = make_steps(config, models, mesh, lpips_params)
+  state = jax.jit(make_init_fn(config, models))(video, jax.random.PRNGKey(0))
+  return steps["adv"], (state, video)
+
+
+def _stage2(config: ml_collections.ConfigDict, batch: int) -> tuple[Callable, tuple]:
+  from i2v_flax.train import stage1, stage2
+  s2 = config.stage2
+  if batch:
+    s2.batch_size = batch
+  b, r = int(s2.batch_size), int(config.data.resolution)
+  mesh = parallel.make_mesh()
+  rng = np.random.default_rng(0)
+  data = {"video": rng.uniform(-1, 1, (b, config.data.clip_length, r, r, 3)).astype(np.float32)}
+  if s2.control:
+    data["eta"] = rng.uniform(0, 1, (b, int(s2.eta_dim))).astype(np.float32)
+  data = parallel.shard_batch(data, mesh)
+  models = stage1.build_models(config)
+  enc_vars = jax.jit(models.encoder.init, out_shardings=parallel.replicated(mesh))(
+      jax.random.PRNGKey(0), data["video"][:, 1:], jax.random.PRNGKey(1))
+  flow, embedder = stage2.build_flow(config)
+  steps = stage2.make_steps(config, flow, embedder, models.encoder, models.decoder, mesh)
+  key = jax.random.PRNGKey(2)
+  z = steps["encode"](enc_vars, data["video"][:, 1:], key)
+  state = jax.jit(stage2.make_init_fn(config, flow, embedder),
+                  out_shardings=parallel.replicated(mesh))(
+                      z, data["video"][:, 0], data.get("eta"), key)
+  return steps["train"], (state, data, enc_vars)
+
+
+def _sample(config: ml_collections.ConfigDict, batch: int) -> tuple[Callable, tuple]:
+  import sample as sample_bench  # benchmarks/sample.py: the random-weight VideoModel.
+  model = sample_bench.random_model(config)
+  r, d = model.resolution, model.z_dim
+  rng = np.random.default_rng(0)
+  x0 = jax.numpy.asarray(rng.uniform(-1, 1, (batch or 1, r, r, 3)).astype(np.float32))
+  nu = jax.numpy.asarray(rng.standard_normal((batch or 1, d)).astype(np.float32))
+  eta = None
+  if config.stage2.control:
+    eta = jax.numpy.asarray(rng.uniform(0, 1, (batch or 1, int(config.stage2.eta_dim))),
+                            jax.numpy.float32)
+  return model._generate, (model.variables, x0, nu, eta)  # pylint: disable=protected-access
+
+
+def build(target: str, config: ml_collections.ConfigDict, batch: int = 0
+          ) -> tuple[Callable, tuple, int]:
+  """(jitted fn, args, batch size) for 'stage1', 'stage2' or 'sample'."""
+  # Epoch lengths only set lr schedules here; a per-video epoch (dtdb) assumes 100 videos.
+  config = config_lib.resolve_epochs(config, num_train_videos=100)
+  fn, args = {"stage1": _stage1, "stage2": _stage2, "sample": _sample}[target](config, batch)
+  size = {"stage1": lambda: config.stage1.batch_size, "stage2": lambda: config.stage2.batch_size,
+          "sample": lambda: batch or 1}[target]()
+  return fn, args, int(size)
+
+
+def next_args(target: str, args: tuple, out: Any) -> tuple:
+  """Arguments of the next call: the training steps donate their state, so feed the new one."""
+  if target in ("stage1", "stage2"):
+    return (out[0],) + tuple(args[1:])
+  return args
