@@ -24,7 +24,7 @@ import optax
 from absl import app, flags
 from ml_collections import config_flags
 
-from i2v_flax import parallel
+from i2v_flax import config_lib, parallel
 from i2v_flax.train import common, stage1, stage2, stage2_steps
 
 config_flags.DEFINE_config_file("config", "configs/bair.py", "Config file.")
@@ -46,7 +46,8 @@ def _median_time(fn, repeats: int) -> float:
 
 def main(argv):
   del argv
-  config = FLAGS.config
+  # Epoch lengths only set lr schedules here; a per-video epoch (dtdb) assumes 100 videos.
+  config = config_lib.resolve_epochs(FLAGS.config, num_train_videos=100)
   s2 = config.stage2
   b, r, d = int(s2.batch_size), int(config.data.resolution), int(config.stage1.z_dim)
   mesh = parallel.make_mesh()

@@ -7,6 +7,10 @@ Usage: --config=configs/dtdb.py:fire, --config=configs/dtdb.py:clouds,control,ti
 
 from i2v_flax import config_lib
 
+# The reference's epochs, in clips per train video: (stage 1, stage 2).
+EPOCH_CLIPS_PER_VIDEO = {"clouds": (100, 50), "fire": (80, 40), "vegetation": (55, 40),
+                         "waterfall": (120, 30)}
+
 
 def get_config(arg=None):
   parts = [p for p in (arg or "").split(",") if p]
@@ -35,6 +39,9 @@ def get_config(arg=None):
   c.stage1.dt_stride_s = (1, 2, 2, 2)  # D_T spatial strides at 128^2.
   c.stage1.batch_size = 7  # SPEC §3.5.
   c.stage1.num_epochs = 60  # SPEC §3.5.
+  c.stage1.epoch_clips_per_video = EPOCH_CLIPS_PER_VIDEO[texture][0]  # Reference: train videos x this.
+  c.stage1.val_videos = 16  # Held out of the (small) train split for checkpoint selection.
+  c.stage2.epoch_clips_per_video = EPOCH_CLIPS_PER_VIDEO[texture][1]  # Reference: train videos x this.
   c.stage1.w_kl = 1e-6  # beta.
   c.stage1.w_rec = 10.0  # L1 weight.
   c.stage1.w_percep = 30.0  # LPIPS weight.

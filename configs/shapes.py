@@ -43,6 +43,13 @@ def get_config(arg=None):
   s1.num_train_steps = 2400  # About 13 minutes on 2 idle CPU cores; z-use rises from step ~600.
   s1.warmup_steps = 2400  # No GAN in the short CPU run: at lr 1e-3 it cut held-out PSNR 18.3 -> 13.9 dB.
   s1.log_every = 25  # Scalars every N steps.
+  # The demo as tuned before issue 14 (its run has no GAN phase, so only the first two matter
+  # there): stage 1's last checkpoint, no validation hold-out; and, should the GAN phase be
+  # switched on, R1 weighted w_gp per sample and G stepped against the old D.
+  s1.select = "latest"  # Reference: 'best'.
+  s1.val_videos = 0  # Reference setting: a hold-out (e.g. 64) for 'best'.
+  s1.r1_weighting = "per_sample"  # Reference: 'reference' (w_gp / B^2).
+  s1.update_order = "g_first"  # Reference: 'd_first'.
   s1.sample_every = 400  # GIF grid + held-out PSNR every N steps.
   s1.checkpoint_every = 400  # Checkpoint every N steps.
 
@@ -57,6 +64,7 @@ def get_config(arg=None):
   s2.eta_dim = 4  # 2 + 2.
   s2.eta_dropout = 0.5  # Optional control: samples without eta go several ways (README).
   s2.lr = 1e-3  # 100x the reference's 1e-5 for a short CPU run (amsgrad, clamp 2 keep it stable).
+  s2.amsgrad = "optax"  # As tuned before issue 14 (optax's corrected max); reference: 'torch'.
   s2.batch_size = 25  # Global batch.
   s2.steps_per_epoch = 160  # 4000 / 25.
   s2.num_train_steps = 640  # 4 epochs.

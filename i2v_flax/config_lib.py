@@ -7,6 +7,8 @@ tests. Every field carries a one-line comment; `describe()` of a field is its co
 
 from __future__ import annotations
 
+import copy
+
 import ml_collections
 
 from i2v_flax import errors
@@ -65,7 +67,9 @@ def base_config() -> ml_collections.ConfigDict:
   s1.w_kl = 1e-5  # beta: weight of the KL term.
   s1.w_t = 1.0  # Weight of the temporal-discriminator generator term.
   s1.w_fm = 10.0  # Weight of D_T feature matching.
-  s1.w_gp = 10.0  # Weight of the per-sample R1 penalty on D_T.
+  s1.w_gp = 10.0  # The reference's gradient-penalty weight on D_T (see r1_weighting).
+  s1.r1_weighting = "reference"  # R1 is per sample; 'reference': weighted w_gp/B^2 (the authors' strength: 0.1 at batch 10), 'per_sample': weighted w_gp (100x stronger at batch 10).
+  s1.update_order = "d_first"  # 'd_first' (reference): D_T, D_S step on the fakes, then G's GAN/FM terms use the updated D; 'g_first': G against the old D.
   s1.lr = 2e-4  # Adam learning rate (generator and both discriminators).
   s1.b1 = 0.5  # Adam beta1.
   s1.b2 = 0.9  # Adam beta2.
@@ -73,9 +77,16 @@ def base_config() -> ml_collections.ConfigDict:
   s1.lr_decay_per_epoch = 0.98  # Exponential learning-rate decay factor per epoch.
   s1.batch_size = 10  # Global batch size (divisible by the number of devices).
   s1.num_epochs = 55  # Training length in epochs.
-  s1.steps_per_epoch = 4326  # Steps in one epoch (train videos / batch); schedules and warm-up use it.
+  s1.epoch_clips = 43264  # Clips per epoch (reference: bair's 43,264 train videos); lr decay, warm-up and num_epochs count epochs.
+  s1.epoch_clips_per_video = 0  # > 0: an epoch is (train videos x this) clips, counted from the prepared split at run time (dtdb).
+  s1.drop_last = True  # Steps per epoch = floor(clips / batch) (the reference's stage-1 loader drops the last partial batch).
+  s1.steps_per_epoch = -1  # > 0 overrides the epoch length in steps; -1 derives it from epoch_clips.
   s1.num_train_steps = -1  # Overrides num_epochs * steps_per_epoch when > 0.
-  s1.warmup_steps = 4326  # No GAN/FM terms and no D updates before this step (reference: one epoch).
+  s1.warmup_steps = -1  # No GAN/FM terms and no D updates before this step; -1 = one epoch (reference).
+  s1.select = "best"  # Stage-1 checkpoint that stage 2, evaluation and sampling use: 'best' (validation metric; latest if none) or 'latest'.
+  s1.val_metric = "fvd"  # Validation metric for 'best': 'fvd' (I3D, of posterior-sampled reconstructions, as the reference's best_PFVD) or 'psnr' (posterior-mean reconstruction PSNR, cheap).
+  s1.val_videos = 256  # Last N videos of the train split held out from stage 1 for validation (0: no validation).
+  s1.val_every = -1  # Validate every N steps; -1 = once per epoch (reference).
   s1.log_every = 50  # Scalars to TensorBoard every N steps.
   s1.sample_every = 1000  # GIF grid [input | reconstruction | prior sample] every N steps.
   s1.checkpoint_every = 1000  # Checkpoint interval in steps.
@@ -102,11 +113,16 @@ def base_config() -> ml_collections.ConfigDict:
   s2.control_every = 4  # With control, blocks whose index is not a multiple of this feed s/t only [c, eta] (no half of x), as the reference.
   s2.eta_dropout = 0.0  # Demo departure: hide eta from this fraction of training clips, so one flow samples with and without control (0 = reference).
   s2.lr = 1e-5  # Adam (amsgrad) learning rate.
+  s2.amsgrad = "torch"  # 'torch' (reference): max of the raw second moment, then bias correction; 'optax': optax.amsgrad's max of the corrected one.
+  s2.weight_decay = 0.0  # Coupled L2 weight decay (the reference's 0).
   s2.b1 = 0.9  # Adam beta1.
   s2.b2 = 0.99  # Adam beta2.
   s2.batch_size = 50  # Global batch size.
   s2.num_epochs = 31  # Training length in epochs.
-  s2.steps_per_epoch = 865  # Steps in one epoch (train videos / batch).
+  s2.epoch_clips = 43264  # Clips per epoch (reference: bair's 43,264 train videos).
+  s2.epoch_clips_per_video = 0  # > 0: an epoch is (train videos x this) clips, counted at run time (dtdb).
+  s2.drop_last = False  # Steps per epoch = ceil(clips / batch) (the reference's stage-2 loader keeps the last batch).
+  s2.steps_per_epoch = -1  # > 0 overrides the epoch length in steps; -1 derives it from epoch_clips.
   s2.num_train_steps = -1  # Overrides num_epochs * steps_per_epoch when > 0.
   s2.decay_every_epochs = 7  # Step decay interval (6 for 128^2 data).
   s2.decay_factor = 0.5  # Step decay factor.
@@ -140,11 +156,62 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def steps_per_epoch(stage_cfg: ml_collections.ConfigDict, num_train_videos: int | None = None,
+                    default: int | None = None) -> int:
+  """Steps in one epoch of a stage, as the reference counts them: clips per epoch / batch.
+
+  An explicit `steps_per_epoch > 0` wins. Otherwise the clips are `epoch_clips`, or for a
+  per-video epoch (dtdb) `num_train_videos x epoch_clips_per_video`; floored when the stage drops
+  the last partial batch (stage 1), else rounded up (stage 2). Without the video count a
+  per-video epoch returns `default`, or raises when there is none.
+  """
+  if stage_cfg.steps_per_epoch > 0:
+    return int(stage_cfg.steps_per_epoch)
+  clips = int(stage_cfg.epoch_clips)
+  if stage_cfg.epoch_clips_per_video > 0:
+    if num_train_videos is None:
+      if default is not None:
+        return default
+      raise errors.InvalidInput(
+          "This config's epoch is (train videos x epoch_clips_per_video) clips, but the number of "
+          "train videos is not known yet. Fix: train through train_and_evaluate (it counts the "
+          "prepared split), or set --config.stage1.steps_per_epoch / stage2.steps_per_epoch.")
+    clips = int(num_train_videos) * int(stage_cfg.epoch_clips_per_video)
+  batch = int(stage_cfg.batch_size)
+  steps_ = clips // batch if stage_cfg.drop_last else -(-clips // batch)
+  if steps_ <= 0:
+    raise errors.InvalidInput(f"An epoch of {clips} clips holds no full batch of {batch}. Fix: a "
+                              "smaller batch_size or an explicit steps_per_epoch.")
+  return steps_
+
+
+def resolve_epochs(config: ml_collections.ConfigDict, num_train_videos: int | None = None
+                   ) -> ml_collections.ConfigDict:
+  """A copy whose stage1/stage2 steps_per_epoch and stage1.warmup_steps are explicit numbers
+  (the ones config.json records and the schedules use). Raises for a per-video epoch whose
+  video count is unknown."""
+  config = copy.deepcopy(config)
+  for stage_cfg in (config.stage1, config.stage2):
+    stage_cfg.steps_per_epoch = steps_per_epoch(stage_cfg, num_train_videos)
+  if config.stage1.warmup_steps < 0:
+    config.stage1.warmup_steps = config.stage1.steps_per_epoch
+  return config
+
+
 def steps(stage_cfg: ml_collections.ConfigDict) -> int:
   """Total training steps of a stage: explicit override, else epochs x steps per epoch."""
   if stage_cfg.num_train_steps > 0:
     return int(stage_cfg.num_train_steps)
-  return int(stage_cfg.num_epochs * stage_cfg.steps_per_epoch)
+  return int(stage_cfg.num_epochs * steps_per_epoch(stage_cfg))
+
+
+def r1_weight(stage1_cfg: ml_collections.ConfigDict) -> float:
+  """The weight on the per-sample R1 mean: w_gp / B^2 with 'reference' weighting (the reference
+  differentiates mean D(real), so its per-sample gradients are 1/B too small), w_gp otherwise."""
+  w = float(stage1_cfg.w_gp)
+  if stage1_cfg.get("r1_weighting", "per_sample") == "reference":
+    return w / float(stage1_cfg.batch_size) ** 2
+  return w
 
 
 def shrink_to_tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -160,6 +227,8 @@ def shrink_to_tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   s1.num_train_steps = 4
   s1.steps_per_epoch = 2
   s1.warmup_steps = 2
+  s1.val_videos = min(s1.val_videos, 4)
+  s1.val_every = 2
   s1.w_percep = 0.0
   s1.conv3d_impl = "native"  # Tiny runs are compile-bound; 'taps' only pays off for big convs.
   s1.log_every = 1

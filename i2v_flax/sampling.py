@@ -267,7 +267,7 @@ def load(workdir: str, config: ml_collections.ConfigDict | None = None,
   """The latest stage-1 and stage-2 checkpoints of a workdir as a ready-to-use VideoModel."""
   config2, flow_vars = stage2.restore_stage2(workdir, config)
   stage1_dir = config2.stage2.stage1_workdir or workdir
-  config1, s1_vars = stage1.restore_stage1(stage1_dir)
+  config1, s1_vars = stage1.restore_stage1(stage1_dir, select=config2.stage1.get("select"))
   models = stage1.build_models(config1)
   flow, embedder = stage2.build_flow(config2)
   mesh = mesh or parallel.make_mesh()

@@ -196,7 +196,12 @@ def test_permutations_are_fixed_saved_and_seeded():
   flow_vars = lambda seed: _flow(seed=seed).init(jax.random.PRNGKey(seed + 100), z, cond,
                                                  method="forward")
   p0, p0b, p1 = perms(0), perms(0), perms(1)
-  assert "params" not in jax.tree_util.tree_leaves(p0)  # A separate, non-trained collection.
+  # A separate, non-trained collection: integer arrays, and nothing named perm in 'params'.
+  assert cinn.CONSTS != "params" and len(jax.tree_util.tree_leaves(p0)) == 3  # One per block.
+  assert all(np.issubdtype(np.asarray(p).dtype, np.integer) for p in jax.tree_util.tree_leaves(p0))
+  param_paths = [jax.tree_util.keystr(k) for k, _ in
+                 jax.tree_util.tree_flatten_with_path(flow_vars(0)["params"])[0]]
+  assert param_paths and not any("perm" in p for p in param_paths)
   for a, b in zip(jax.tree_util.tree_leaves(p0), jax.tree_util.tree_leaves(p0b)):
     np.testing.assert_array_equal(a, b)
   assert any(not np.array_equal(a, b) for a, b in

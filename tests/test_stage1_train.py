@@ -16,13 +16,17 @@ import pytest
 
 from i2v_flax import config_lib, parallel
 from i2v_flax.models import lpips
-from i2v_flax.train import common, run_config, stage1
+from i2v_flax.train import checkpoints, common, run_config, stage1, stage1_steps, validation
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _config(steps=4):
+def _config(steps=4, reference=True):
+  """shapes:tiny; `reference`: the paper configs' update order and R1 weighting instead of the
+  demo's (the adversarial tests then share one compiled 'adv' step)."""
   c = config_lib.load_config("configs/shapes.py:tiny")
+  if reference:
+    c.stage1.update_order, c.stage1.r1_weighting = "d_first", "reference"
   c.stage1.num_train_steps = steps
   c.stage1.warmup_steps = 2
   c.stage1.checkpoint_every = 2
@@ -99,13 +103,77 @@ def test_eval_z_use_measures_how_much_the_decoder_depends_on_z():
 
 def test_resume_equals_straight_run(tmp_path):
   straight = stage1.train(_config(4), str(tmp_path / "a"), _iter_from)
-  stage1.train(_config(2), str(tmp_path / "b"), _iter_from)
+  warm = _params(stage1.train(_config(2), str(tmp_path / "b"), _iter_from))
   resumed = stage1.train(_config(4), str(tmp_path / "b"), _iter_from)
   assert int(resumed["step"]) == 4
   _assert_trees_close(_params(straight), _params(resumed), atol=1e-6)
   # The discriminators moved after warm-up (steps 2, 3), so this compares real D updates too.
+  for d in ("d_t", "d_s"):
+    moved = [np.max(np.abs(a - b)) for a, b in zip(jax.tree_util.tree_leaves(warm[d]),
+                                                    jax.tree_util.tree_leaves(_params(resumed)[d]))]
+    assert min(moved) > 0, (d, moved)  # Every D tensor took its two Adam steps.
   _, restored = stage1.restore_stage1(str(tmp_path / "b"))
   _assert_trees_close(restored["decoder"]["params"], _params(resumed)["decoder"], atol=0)
+
+
+class _Recorder:
+  """Delegates init/apply to a module and records (via a jit-safe callback) what passes by."""
+
+  def __init__(self, module, record, what):
+    self.module, self.record, self.what = module, record, what
+
+  def _keep(self, name, x):
+    jax.debug.callback(lambda v: self.record.__setitem__(name, np.asarray(v)), x)
+
+  def init(self, key, x, *args, **kwargs):
+    if self.what == "init_input":
+      self._keep("d_s_init", x)
+    return self.module.init(key, x, *args, **kwargs)
+
+  def apply(self, *args, **kwargs):
+    out = self.module.apply(*args, **kwargs)
+    if self.what == "apply_output":
+      self._keep("decoded", out)
+    return out
+
+
+def test_adversarial_step_follows_the_reference():
+  """D_S's ActNorm initialises on generated frames; in one 'adv' step (update_order='d_first')
+  D_T and D_S step first and the generator's g_t / g_s are scored by the UPDATED
+  discriminators, on the same D_T window and D_S frame indices as the D step."""
+  c = config_lib.resolve_epochs(_config())
+  mesh, models = parallel.make_mesh(), stage1.build_models(c)
+  record = {}
+  spy = models._replace(decoder=_Recorder(models.decoder, record, "apply_output"),
+                        d_s=_Recorder(models.d_s, record, "init_input"))
+  video = parallel.shard_batch(_batch(0)["video"], mesh)
+  state = jax.jit(stage1.make_init_fn(c, spy))(video, jax.random.PRNGKey(0))
+  jax.effects_barrier()
+  generated = record["decoded"].reshape((-1,) + record["decoded"].shape[2:])
+  for frame in record["d_s_init"]:  # Each init frame is a generated frame, none a real one.
+    assert np.min(np.abs(generated - frame).reshape(len(generated), -1).max(1)) == 0
+    assert np.min(np.abs(_batch(0)["video"][:, 1:] - frame).max(axis=(2, 3, 4))) > 0.1
+
+  before = jax.device_get(state)
+  steps = stage1._cached_steps(c, models, mesh, None)
+  new, metrics, fake = jax.device_get(steps["adv"](state, video))
+  _, k_win, k_frames = stage1_steps.step_keys(before)
+  start = int(stage1_steps.window_start(k_win, 16, c.stage1.dt_window))
+  window = fake[:, start:start + c.stage1.dt_window]
+  frames = fake.reshape((-1,) + fake.shape[2:])[stage1_steps.frame_indices(
+      k_frames, fake, c.stage1.ds_num_frames)]
+  g_t = lambda d_t: -float(np.mean(models.d_t.apply(d_t, window)[0]))  # noqa: E731
+  g_s = lambda d_s: -float(np.mean(models.d_s.apply(d_s, frames)))  # noqa: E731
+  assert float(metrics["g_t"]) == pytest.approx(g_t(new["d_t"]), rel=1e-4, abs=1e-5)
+  assert float(metrics["g_s"]) == pytest.approx(g_s(new["d_s"]), rel=1e-4, abs=1e-5)
+  assert abs(g_t(before["d_t"]) - g_t(new["d_t"])) > 1e-3  # So the old D would not pass.
+  assert abs(g_s(before["d_s"]) - g_s(new["d_s"])) > 1e-3
+
+
+def test_frames_for_the_spatial_discriminator_are_drawn_with_replacement():
+  video = np.zeros((1, 2, 4, 4, 3), np.float32)  # 2 frames, 50 draws: repeats are certain.
+  idx = np.asarray(stage1_steps.frame_indices(jax.random.PRNGKey(0), video, 50))
+  assert set(idx.tolist()) == {0, 1}
 
 
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path):
@@ -151,11 +219,49 @@ def test_train_and_evaluate_on_shapes_data(trained_workdir):
   assert frames.shape == (2, 16, 32, 32, 3) and np.all(np.abs(frames) <= 1)
 
 
+def test_best_checkpoint_is_selected_on_held_out_videos(shapes_data_dir, tmp_path, monkeypatch):
+  """select='best': the last val_videos train videos are held out of training, scored every
+  val_every steps (FVD of posterior-sampled reconstructions; cheap features stand in for I3D),
+  and the best-scoring models are what restore_stage1 (hence stage 2 and sampling) returns."""
+  from i2v_flax import data as data_lib
+  from i2v_flax.evaluation import fvd as fvd_lib
+  c = _config(4, reference=False)  # The trained_workdir fixture's compiled steps.
+  c.data.data_dir = shapes_data_dir
+  c.stage1.warmup_steps = 4  # Warm-up only: selection does not depend on the GAN phase.
+  c.stage1.select, c.stage1.val_videos, c.stage1.val_every = "best", 4, 2
+  monkeypatch.setattr(fvd_lib, "fvd_features", lambda v, batch_size=8: np.asarray(
+      v, np.float64).reshape(len(v), 16, -1).mean(-1))
+  measured, scripted = [], iter([5.0, 7.0])  # Lower is better: step 2 must win.
+  real_score = validation.Validator.__call__
+  monkeypatch.setattr(validation.Validator, "__call__",
+                      lambda self, m: measured.append(real_score(self, m)) or next(scripted))
+  wd = str(tmp_path)
+  stage1.train_and_evaluate(c, wd)
+  assert len(measured) == 2 and np.all(np.isfinite(measured)) and measured[0] != measured[1]
+  assert validation.best_step(wd) == 2
+  for split, ok in (("train[:-4]", lambda i: i < 12), ("train[-4:]", lambda i: i >= 12)):
+    batch = next(data_lib.create_iterator(c.data, split, 4, with_metadata=True, repeat=False))
+    assert all(ok(i) for i in batch["index"]), (split, batch["index"])
+  config, best = stage1.restore_stage1(wd)  # config.json says select='best'.
+  _, latest = stage1.restore_stage1(wd, select="latest")
+  models = stage1.build_models(config)
+  abstract = checkpoints.abstract_like(stage1._abstract_models(config, models),
+                                       parallel.replicated(parallel.make_mesh()))
+  mngr = ocp.CheckpointManager(os.path.join(wd, "checkpoints", "stage1"),
+                               item_names=("models", "train"))
+  step2 = checkpoints.restore_checkpoint(mngr, {"models": abstract}, step=2)["models"]
+  mngr.close()
+  _assert_trees_close(best["decoder"]["params"], step2["decoder"]["params"], atol=0)
+  assert not np.allclose(jax.tree_util.tree_leaves(best["decoder"]["params"])[0],
+                         jax.tree_util.tree_leaves(latest["decoder"]["params"])[0])
+
+
 _EIGHT_DEVICES = r"""
 import json, jax, numpy as np
 from i2v_flax import config_lib, parallel
 from i2v_flax.train import stage1
-c = config_lib.load_config("configs/shapes.py:tiny")
+c = config_lib.resolve_epochs(config_lib.load_config("configs/shapes.py:tiny"))
+c.stage1.update_order, c.stage1.r1_weighting = "d_first", "reference"
 c.stage1.batch_size = 8
 c.stage1.conv3d_impl = "native"  # Fewer ops than 'taps' -> faster SPMD compile; impl is orthogonal.
 video_np = np.tanh(np.random.RandomState(0).randn(8, 17, 32, 32, 3)).astype(np.float32)
@@ -168,16 +274,17 @@ for n in (1, 8):
   steps = stage1.make_steps(c, models, mesh, None)
   video = parallel.shard_batch(video_np, mesh)
   state = parallel.replicate(init, mesh)
-  state, gm, fake = steps["g_adv"](state, video)
-  state, dm = steps["d"](state, video, fake)
+  for _ in range(2):  # Two steps: the second Adam step no longer moves every weight by +-lr.
+    state, m, fake = steps["adv"](state, video)
   params = {k: state[k]["params"] for k in ("encoder", "decoder", "d_t", "d_s")}
-  out[n] = (jax.device_get({**gm, **dm}), jax.device_get(fake), jax.device_get(params))
+  out[n] = (jax.device_get(m), jax.device_get(fake), jax.device_get(params))
 m1, m8 = out[1][0], out[8][0]
-worst_param = max(float(np.max(np.abs(a - b))) for a, b in zip(
-    jax.tree_util.tree_leaves(out[1][2]), jax.tree_util.tree_leaves(out[8][2])))
+diff = np.concatenate([np.abs(a - b).ravel() for a, b in zip(
+    jax.tree_util.tree_leaves(out[1][2]), jax.tree_util.tree_leaves(out[8][2]))])
 print(json.dumps({"metrics": {k: [float(m1[k]), float(m8[k])] for k in m1},
                   "fake": float(np.max(np.abs(out[1][1] - out[8][1]))),
-                  "params": worst_param, "devices": jax.device_count()}))
+                  "params_off": float(np.mean(diff > 0.01 * c.stage1.lr)),
+                  "devices": jax.device_count()}))
 """
 
 
@@ -193,5 +300,6 @@ def test_step_on_eight_fake_devices_equals_one_device():
     rel = 1e-3 if name.endswith("grad_norm") else 1e-4
     assert eight == pytest.approx(one, rel=rel, abs=1e-5), (name, result)
   assert result["fake"] < 1e-4, result  # XLA picks per-shape conv kernels: ~1e-5 noise.
-  # Adam turns rounding noise in ~zero gradients into +-lr steps, so params get lr-level slack.
-  assert result["params"] < 2.5 * _config().stage1.lr
+  # Adam turns rounding noise in ~zero gradients into +-lr steps, so a few weights may differ
+  # by ~lr; a sharding bug (per-shard gradients, other frames or windows) moves most of them.
+  assert result["params_off"] < 1e-3, result

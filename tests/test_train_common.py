@@ -12,21 +12,74 @@ from i2v_flax import config_lib, parallel, video_io
 from i2v_flax.train import checkpoints, common, optimizers, run_config
 
 
-def test_adam_coupled_weight_decay_matches_torch_formula():
-  """One step equals torch Adam with weight_decay: g += wd * p before the moments."""
-  tx, schedule = optimizers.adam_coupled_wd(0.1, 0.5, 0.9, 0.01, steps_per_epoch=2,
-                                        decay_per_epoch=0.5)
-  p = {"w": jnp.array([1.0, -2.0])}
-  g = {"w": jnp.array([0.3, 0.0])}
+def _torch_adam(params, grads, lr, b1, b2, eps=1e-8, weight_decay=0.0, amsgrad=False):
+  """numpy transcription of torch.optim.Adam.step (torch 2.x `_single_tensor_adam`), float64."""
+  p = np.array(params, np.float64)
+  m, v, v_max, out = np.zeros_like(p), np.zeros_like(p), np.zeros_like(p), []
+  for t, g in enumerate(grads, start=1):
+    g = np.asarray(g, np.float64) + weight_decay * p  # Coupled L2 (not AdamW).
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g * g
+    bc1, bc2 = 1 - b1**t, 1 - b2**t
+    if amsgrad:
+      v_max = np.maximum(v_max, v)  # The max of the RAW second moment ...
+      denom = np.sqrt(v_max) / np.sqrt(bc2) + eps  # ... bias-corrected afterwards.
+    else:
+      denom = np.sqrt(v) / np.sqrt(bc2) + eps
+    p = p - (lr / bc1) * m / denom
+    out.append(p.copy())
+  return out
+
+
+def _run(tx, params, grads):
+  p, state, out = jnp.asarray(params, jnp.float32), None, []
   state = tx.init(p)
-  updates, state = tx.update(g, state, p)
-  g_eff = np.array([0.3, 0.0]) + 0.01 * np.array([1.0, -2.0])
-  m = 0.5 * g_eff / (1 - 0.5)
-  v = 0.1 * g_eff**2 / (1 - 0.9)
-  np.testing.assert_allclose(updates["w"], -0.1 * m / (np.sqrt(v) + 1e-8), rtol=1e-5)
-  # Staircase decay once per epoch.
+  for g in grads:
+    updates, state = tx.update(jnp.asarray(g, jnp.float32), state, p)
+    p = p + updates
+    out.append(np.asarray(p))
+  return out
+
+
+# Varying magnitudes and signs: an early large gradient is what separates torch's AMSGrad (max
+# of the raw v) from optax.amsgrad (max of the corrected v).
+_GRADS = [[3.0, -0.2, 0.0], [0.1, 0.4, -1.0], [-0.5, 0.05, 2.0], [0.2, -0.3, 0.1],
+          [1.5, 0.0, -0.4], [-0.05, 0.6, 0.3], [0.3, -0.1, -0.2]]
+
+
+def test_stage1_adam_matches_torch_over_several_steps():
+  """Coupled weight decay over 7 steps with varying gradients (one step cannot tell: b1, b2
+  cancel in the first update) and the per-epoch staircase decay."""
+  tx, schedule = optimizers.adam_coupled_wd(0.1, 0.5, 0.9, 0.05, steps_per_epoch=100,
+                                            decay_per_epoch=0.5)
+  params = [1.0, -2.0, 0.5]
+  want = _torch_adam(params, _GRADS, 0.1, 0.5, 0.9, weight_decay=0.05)
+  np.testing.assert_allclose(_run(tx, params, _GRADS), want, rtol=1e-5, atol=1e-6)
+  assert not np.allclose(_run(optimizers.adam_coupled_wd(0.1, 0.5, 0.9, 0.0, 100, 0.5)[0],
+                              params, _GRADS)[-1], want[-1], atol=1e-3)  # wd matters here.
+  _, schedule = optimizers.adam_coupled_wd(0.1, 0.5, 0.9, 0.01, steps_per_epoch=2,
+                                           decay_per_epoch=0.5)
   np.testing.assert_allclose([schedule(0), schedule(1), schedule(2), schedule(5)],
                              [0.1, 0.1, 0.05, 0.025], rtol=1e-6)
+
+
+def test_stage2_amsgrad_has_torch_semantics():
+  """torch's AMSGrad (max of the raw second moment, then bias correction), 7 steps; optax's
+  amsgrad (max of the corrected moment) is measurably different on the same gradients."""
+  kwargs = dict(steps_per_epoch=100, decay_every_epochs=7, decay_factor=0.5)
+  params = [1.0, -2.0, 0.5]
+  want = _torch_adam(params, _GRADS, 0.01, 0.9, 0.99, amsgrad=True)
+  tx, _ = optimizers.amsgrad_step_decay(0.01, 0.9, 0.99, semantics="torch", **kwargs)
+  np.testing.assert_allclose(_run(tx, params, _GRADS), want, rtol=1e-5, atol=1e-7)
+  tx_optax, _ = optimizers.amsgrad_step_decay(0.01, 0.9, 0.99, semantics="optax", **kwargs)
+  step_torch = np.abs(want[-1] - want[-2])
+  step_optax = np.abs(np.diff(_run(tx_optax, params, _GRADS)[-2:], axis=0))[0]
+  # The corrected max latches the early 3.0: optax's step is smaller, by half where it hit.
+  assert np.all(step_optax < step_torch) and step_optax[0] < 0.5 * step_torch[0], (
+      step_optax, step_torch)
+  _, schedule = optimizers.amsgrad_step_decay(1.0, 0.9, 0.99, steps_per_epoch=3,
+                                              decay_every_epochs=2, decay_factor=0.5)
+  np.testing.assert_allclose([schedule(5), schedule(6), schedule(12)], [1.0, 0.5, 0.25])
 
 
 def test_checkpoint_roundtrip_and_partial_restore(tmp_path):

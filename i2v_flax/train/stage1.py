@@ -24,7 +24,7 @@ from clu import periodic_actions
 from i2v_flax import config_lib, errors, parallel, paths, progress, video_io
 from i2v_flax.models.decoder import Decoder
 from i2v_flax.models.encoder import Encoder
-from i2v_flax.train import checkpoints, common, run_config
+from i2v_flax.train import checkpoints, common, run_config, validation
 from i2v_flax.train.stage1_steps import (MODEL_KEYS, Stage1Models, build_models,  # noqa: F401
                                          check_stage1_config, make_init_fn, make_steps)
 
@@ -62,10 +62,12 @@ def _abstract_models(config: ml_collections.ConfigDict, models: Stage1Models) ->
           "decoder": jax.eval_shape(models.decoder.init, key, x0, z)}
 
 
-def restore_stage1(workdir: str, config: ml_collections.ConfigDict | None = None
-                   ) -> tuple[ml_collections.ConfigDict, dict]:
-  """(stage-1 config, {'encoder': variables, 'decoder': variables}) of the latest checkpoint.
+def restore_stage1(workdir: str, config: ml_collections.ConfigDict | None = None,
+                   select: str | None = None) -> tuple[ml_collections.ConfigDict, dict]:
+  """(stage-1 config, {'encoder': variables, 'decoder': variables}) of the selected checkpoint.
 
+  `select`: 'best' (the best validation score, checkpoints/stage1_best; the latest when the
+  workdir has none) or 'latest'; None = the config's stage1.select ('latest' for old configs).
   The config comes from workdir/config.json unless given. Only the 'models' item is read, so
   discriminators and optimiser states never occupy memory in stage 2 or sampling.
   """
@@ -85,7 +87,13 @@ def restore_stage1(workdir: str, config: ml_collections.ConfigDict | None = None
                               f"{workdir!r}). Train stage 1 first: {command}")
     abstract = checkpoints.abstract_like(_abstract_models(config, build_models(config)),
                                     parallel.replicated(parallel.make_mesh()))
-    variables = checkpoints.restore_checkpoint(mngr, {"models": abstract})["models"]
+    select = select or config.stage1.get("select", "latest")
+    best = validation.restore_best(workdir, abstract) if select == "best" else None
+    if best is not None:
+      logging.info("Stage 1 of %s: the best validation checkpoint, step %d.", workdir, best[0])
+      variables = best[1]
+    else:
+      variables = checkpoints.restore_checkpoint(mngr, {"models": abstract})["models"]
   finally:
     mngr.close()
   return config, variables
@@ -96,8 +104,10 @@ _STEPS_CACHE: dict = {}
 
 def _cached_steps(config, models, mesh, lpips_params):
   """Reuse compiled steps when train() runs again in one process (resume, tests, notebooks)."""
+  # batch_size is not loop-only: the reference's R1 weight is w_gp / B^2.
   loop_only = ("num_epochs", "num_train_steps", "warmup_steps", "log_every", "sample_every",
-               "checkpoint_every", "keep_checkpoints", "batch_size")
+               "checkpoint_every", "keep_checkpoints", "select", "val_videos", "val_every",
+               "val_metric")
   s1 = {k: v for k, v in config.stage1.to_dict().items() if k not in loop_only}
   key = (repr(sorted(s1.items())), config.compute_dtype, config.data.resolution,
          tuple(d.id for d in mesh.devices.flat), lpips_params is None)
@@ -124,12 +134,14 @@ def _log_eval(writer, steps, state, eval_video, step: int, workdir: str,
 
 def train(config: ml_collections.ConfigDict, workdir: str,
           make_train_iter: Callable[[int], Iterator[dict]],
-          eval_batch: dict | None = None) -> dict[str, Any]:
+          eval_batch: dict | None = None, val_videos: np.ndarray | None = None) -> dict[str, Any]:
   """Train stage 1 from `make_train_iter(start_step)` batches ({'video': (B_local, 17, H, W, 3)}).
 
   Resumes from the latest checkpoint in the workdir; returns the final state. Iterators are made
   from the start step so a resumed run can continue the data stream where it stopped.
+  `val_videos` (N, 17, H, W, 3): validation clips for the 'best' checkpoint (validation.py).
   """
+  config = config_lib.resolve_epochs(config)
   s1 = config.stage1
   check_stage1_config(config)
   mesh = parallel.make_mesh()
@@ -171,6 +183,9 @@ def train(config: ml_collections.ConfigDict, workdir: str,
                                            every_secs=30.0)
 
   save = checkpoints.make_state_saver(mngr, MODEL_KEYS, last_saved=start)
+  validator = None if val_videos is None else validation.Validator(
+      config, val_videos, steps["val_recon"], mesh)
+  best = validation.BestTracker(workdir, validator, validation.val_every(config))
 
   t_last, step_last = time.time(), start
   bar = progress.start("stage 1", total, initial=start)
@@ -179,10 +194,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
       if step > start:
         video = parallel.shard_batch(next(batches)["video"], mesh)
       adversarial = step >= s1.warmup_steps
-      state, metrics, fake = steps["g_adv" if adversarial else "g_warmup"](state, video)
-      if adversarial:
-        state, d_metrics = steps["d"](state, video, fake)
-        metrics = {**metrics, **d_metrics}
+      state, metrics, _ = steps["adv" if adversarial else "g_warmup"](state, video)
       metrics = jax.device_get(metrics)
       common.check_finite(metrics, step, checkpoint_dir(workdir))
       done = step + 1
@@ -196,6 +208,9 @@ def train(config: ml_collections.ConfigDict, workdir: str,
       if eval_video is not None and (done % s1.sample_every == 0 or done == total):
         psnr, z_use = _log_eval(writer, steps, state, eval_video, done, workdir, eval_rng)
         bar.set_metrics(psnr=psnr, z_use=z_use)
+      if best.due(done, total):
+        bar.set_metrics(**{f"val_{s1.val_metric}": best(
+            done, {k: state[k] for k in MODEL_KEYS}, writer)})
       if done % s1.checkpoint_every == 0 or done == total:
         save(done, state)
       if stop.reached(done):
@@ -204,6 +219,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
         break
   finally:
     bar.close()
+    best.close()
     mngr.wait_until_finished()
     mngr.close()
     writer.flush()
@@ -214,12 +230,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """`--mode=train_stage1`: train on config.data's train split, sample/PSNR on a test batch."""
   from i2v_flax import data as data_lib
   data_lib.prepare(config.data)
+  num_videos = data_lib.num_examples(config.data, "train")
+  config = config_lib.resolve_epochs(config, num_videos)  # dtdb's epoch counts the videos.
+  validation.check_holdout(config, num_videos)
+  train_split, val_split = validation.splits(config)
   bs = config.stage1.batch_size
 
   def make_train_iter(start: int) -> Iterator[dict]:
     # A different seed per start step: a resumed run sees fresh clips rather than a replay.
-    return data_lib.create_iterator(config.data, "train", bs, seed=config.seed + start)
+    return data_lib.create_iterator(config.data, train_split, bs, seed=config.seed + start)
 
   eval_batch = next(data_lib.create_iterator(config.data, "test", bs, seed=0, shuffle=False,
                                              repeat=True))
-  return train(config, workdir, make_train_iter, eval_batch)
+  val_videos = None
+  if val_split is not None:  # One clip per held-out video, drawn (and augmented) like training
+    # clips with a fixed seed; batches of the device count (a remainder below it is dropped).
+    val_videos = np.concatenate([b["video"] for b in data_lib.create_iterator(
+        config.data, val_split, jax.device_count(), seed=config.seed, shuffle=False,
+        repeat=False)])
+  return train(config, workdir, make_train_iter, eval_batch, val_videos)

@@ -4,8 +4,15 @@ The state is a plain dict so checkpoints split naturally into 'models' (what sta
 sampling restore) and 'train' (optimisers, discriminators, rng):
   step, rng, encoder, decoder, d_t, d_s  (Flax variables: {'params', 'spectral'?}),
   opt_g (over {'encoder', 'decoder'} params), opt_dt, opt_ds.
-Two generator steps are compiled: one for warm-up (no GAN/FM terms, no discriminator forward at
-all) and one adversarial, so warm-up steps do not pay for discriminators they ignore.
+Two steps are compiled: 'g_warmup' (no GAN/FM terms, no discriminator forward at all, so warm-up
+steps do not pay for discriminators they ignore) and 'adv', the reference's order in one step:
+one generator forward kept as a `jax.vjp`, D_T and D_S step on the detached fakes, the
+generator's loss is taken against the updated discriminators (`update_order='d_first'`; or the
+old ones, 'g_first') and its gradient pulled back through the saved forward. So the update
+order costs nothing: one generator forward and backward per step either way.
+Random draws are shared within a step, as the reference: one D_T window for real and fake in
+both phases, and one set of D_S frame indices (drawn with replacement) for real and fake frames
+in the D step and the fake frames in the G step.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import ml_collections
 import optax
 from jax.sharding import Mesh
 
-from i2v_flax import errors, losses
+from i2v_flax import config_lib, errors, losses
 from i2v_flax.models.decoder import Decoder, make_decoder
 from i2v_flax.models.discriminators import (SpatialDiscriminator, TemporalDiscriminator,
                                             make_spatial_discriminator,
@@ -52,38 +59,53 @@ def check_stage1_config(config: ml_collections.ConfigDict) -> None:
   if not 1 <= s1.dt_window <= frames:
     raise errors.InvalidInput(f"stage1.dt_window={s1.dt_window} must be in [1, {frames}] (frames to "
                      "predict). Fix: --config.stage1.dt_window=12")
-  if s1.ds_num_frames > s1.batch_size * frames:
-    raise errors.InvalidInput(
-        f"stage1.ds_num_frames={s1.ds_num_frames} exceeds the {s1.batch_size * frames} generated "
-        "frames per batch. Fix: lower --config.stage1.ds_num_frames or raise the batch size.")
 
 
-def make_optimizer(config: ml_collections.ConfigDict
+def make_optimizer(config: ml_collections.ConfigDict, shapes_only: bool = False
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """torch Adam (coupled wd) + per-epoch decay. Each optimiser counts its own updates, so the
+  discriminators' lr decays from the end of warm-up, as the reference steps their schedulers
+  only after its pretrain epochs. `shapes_only`: for abstract states (see stage2_steps)."""
   s1 = config.stage1
-  return optimizers.adam_coupled_wd(s1.lr, s1.b1, s1.b2, s1.weight_decay, s1.steps_per_epoch,
-                                s1.lr_decay_per_epoch)
+  steps = config_lib.steps_per_epoch(s1, default=1 if shapes_only else None)
+  return optimizers.adam_coupled_wd(s1.lr, s1.b1, s1.b2, s1.weight_decay, steps,
+                                    s1.lr_decay_per_epoch)
 
 
 def _frames(video: jax.Array) -> jax.Array:
   return video.reshape((-1,) + video.shape[2:])
 
 
-def _window(video: jax.Array, key: jax.Array, length: int) -> jax.Array:
-  start = jax.random.randint(key, (), 0, video.shape[1] - length + 1)
+def frame_indices(key: jax.Array, video: jax.Array, n: int) -> jax.Array:
+  """n indices into the (B*T) frames of `video`, drawn WITH replacement (the reference's
+  np.random.randint), so n may exceed B*T."""
+  return jax.random.randint(key, (n,), 0, video.shape[0] * video.shape[1])
+
+
+def step_keys(state: State) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(k_z, k_window, k_frames) of the step `state` is about to take (tests reuse them)."""
+  k_z, k_win, k_frames = jax.random.split(jax.random.fold_in(state["rng"], state["step"]), 3)
+  return k_z, k_win, k_frames
+
+
+def window_start(key: jax.Array, num_frames: int, length: int) -> jax.Array:
+  return jax.random.randint(key, (), 0, num_frames - length + 1)
+
+
+def _window(video: jax.Array, start: jax.Array, length: int) -> jax.Array:
   return jax.lax.dynamic_slice_in_dim(video, start, length, axis=1)
-
-
-def _pick_frames(video: jax.Array, key: jax.Array, n: int) -> jax.Array:
-  frames = _frames(video)
-  return frames[jax.random.choice(key, frames.shape[0], (n,), replace=False)]
 
 
 def make_init_fn(config: ml_collections.ConfigDict, models: Stage1Models
                  ) -> Callable[[jax.Array, jax.Array], State]:
-  """(video (B, 17, H, W, 3), rng) -> initial state. D_S's ActNorm initialises from real frames."""
+  """(video (B, 17, H, W, 3), rng) -> initial state.
+
+  D_S's ActNorm initialises from GENERATED frames of the fresh encoder/decoder (the reference's
+  first D_S call is on the detached fakes; it runs in train mode, so the convs' power iteration
+  comes first, hence `update_stats=True` here too).
+  """
   s1 = config.stage1
-  tx, _ = make_optimizer(config)
+  tx, _ = make_optimizer(config, shapes_only=True)
 
   def init(video: jax.Array, rng: jax.Array) -> State:
     k_init, k_state = jax.random.split(rng)
@@ -95,9 +117,12 @@ def make_init_fn(config: ml_collections.ConfigDict, models: Stage1Models
     k_frames = jax.random.fold_in(k_state, 0)
     x0, target = video[:, 0], video[:, 1:]
     enc = models.encoder.init(k_enc, target, k_z)
-    dec = models.decoder.init(k_dec, x0, jnp.zeros((video.shape[0], s1.z_dim)))
+    z, _, _ = models.encoder.apply(enc, target, k_z)
+    dec = models.decoder.init(k_dec, x0, z)
+    fake = jax.lax.stop_gradient(models.decoder.apply(dec, x0, z))
     d_t = models.d_t.init(k_dt, target[:, :s1.dt_window])
-    d_s = models.d_s.init(k_ds, _pick_frames(target, k_frames, s1.ds_num_frames))
+    idx = frame_indices(k_frames, fake, s1.ds_num_frames)
+    d_s = models.d_s.init(k_ds, _frames(fake)[idx], True)
     g_params = {"encoder": enc["params"], "decoder": dec["params"]}
     return {"step": jnp.zeros((), jnp.int32), "rng": k_state, "encoder": enc, "decoder": dec,
             "d_t": d_t, "d_s": d_s, "opt_g": tx.init(g_params),
@@ -112,56 +137,65 @@ def _with(variables: dict, params: Any) -> dict:
 
 def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Mesh,
                lpips_params: Any | None) -> dict[str, Callable]:
-  """Jitted steps on the mesh: 'g_warmup', 'g_adv' (state, video) -> (state, metrics, fake);
-  'd' (state, video, fake) -> (state, metrics); 'eval' (state, video, rng) -> (recon, prior, psnr,
-  z_use)."""
+  """Jitted steps on the mesh: 'g_warmup', 'adv' (state, video) -> (state, metrics, fake);
+  'eval' (state, video, rng) -> (recon, prior, psnr, z_use); 'val_recon' (state, video, rng) ->
+  (posterior-sampled reconstruction, per-video PSNR of the posterior mean)."""
   s1 = config.stage1
   tx, schedule = make_optimizer(config)
   enc_m, dec_m, dt_m, ds_m = models
+  w_r1 = config_lib.r1_weight(s1)
+  d_first = s1.get("update_order", "d_first") == "d_first"
   if s1.w_percep > 0 and lpips_params is None:
     raise errors.InvalidInput("stage1.w_percep > 0 needs the LPIPS weights (load_lpips_params()).")
 
-  def g_step(state: State, video: jax.Array, adversarial: bool):
-    rng = jax.random.fold_in(state["rng"], state["step"])
-    k_z, k_win, k_frames = jax.random.split(rng, 3)
+  def generator_forward(state: State, video: jax.Array, k_z: jax.Array):
+    """(fake, mu, logvar) as a function of the generator params, kept for one backward pass."""
     x0, target = video[:, 0], video[:, 1:]
-    if adversarial:
-      real_win = _window(target, k_win, s1.dt_window)
-      _, real_feats = dt_m.apply(state["d_t"], real_win)
 
-    def loss_fn(g_params):
+    def forward(g_params):
       z, mu, logvar = enc_m.apply(_with(state["encoder"], g_params["encoder"]), target, k_z)
       fake, dec_upd = dec_m.apply(_with(state["decoder"], g_params["decoder"]), x0, z, True,
                                   mutable=[SPECTRAL])
-      terms = {"l1": losses.l1(fake, target), "kl": losses.kl_standard_normal(mu, logvar)}
-      loss = s1.w_rec * terms["l1"] + s1.w_kl * terms["kl"]
-      if s1.w_percep > 0:
-        terms["lpips"] = losses.perceptual(lpips_params, fake, target)
-        loss = loss + s1.w_percep * terms["lpips"]
-      if adversarial:
-        fake_logits, fake_feats = dt_m.apply(state["d_t"], _window(fake, k_win, s1.dt_window))
-        terms["g_t"] = losses.generator_adversarial(fake_logits)
-        terms["fm"] = losses.feature_matching(real_feats, fake_feats)
-        terms["g_s"] = losses.generator_adversarial(
-            ds_m.apply(state["d_s"], _pick_frames(fake, k_frames, s1.ds_num_frames)))
-        loss = loss + terms["g_s"] + s1.w_t * terms["g_t"] + s1.w_fm * terms["fm"]
-      terms["g_loss"] = loss
-      return loss, (terms, fake, dec_upd)
+      return (fake, mu, logvar), dec_upd
 
     g_params = {k: state[k]["params"] for k in MODEL_KEYS}
-    grads, (terms, fake, dec_upd) = jax.grad(loss_fn, has_aux=True)(g_params)
+    outs, vjp_fn, dec_upd = jax.vjp(forward, g_params, has_aux=True)
+    return g_params, outs, vjp_fn, dec_upd
+
+  def reconstruction_loss(outs, target):
+    fake, mu, logvar = outs
+    terms = {"l1": losses.l1(fake, target), "kl": losses.kl_standard_normal(mu, logvar)}
+    loss = s1.w_rec * terms["l1"] + s1.w_kl * terms["kl"]
+    if s1.w_percep > 0:
+      terms["lpips"] = losses.perceptual(lpips_params, fake, target)
+      loss = loss + s1.w_percep * terms["lpips"]
+    return loss, terms
+
+  def apply_generator(state, g_params, vjp_fn, out_grads, dec_upd, terms):
+    (grads,) = vjp_fn(out_grads)
     updates, opt_g = tx.update(grads, state["opt_g"], g_params)
     g_params = optax.apply_updates(g_params, updates)
     new = dict(state, step=state["step"] + 1, opt_g=opt_g,
                encoder=_with(state["encoder"], g_params["encoder"]),
                decoder={**_with(state["decoder"], g_params["decoder"]), **dec_upd})
-    metrics = dict(terms, g_grad_norm=common.global_norm(grads), lr=schedule(state["step"]))
-    return new, metrics, jax.lax.stop_gradient(fake)
+    return new, dict(terms, g_grad_norm=common.global_norm(grads), lr=schedule(state["step"]))
 
-  def d_step(state: State, video: jax.Array, fake: jax.Array):
-    rng = jax.random.fold_in(jax.random.fold_in(state["rng"], state["step"]), 1)
-    k_win, k_real, k_fake = jax.random.split(rng, 3)
+  def warmup_step(state: State, video: jax.Array):
+    k_z, _, _ = step_keys(state)
     target = video[:, 1:]
+    g_params, outs, vjp_fn, dec_upd = generator_forward(state, video, k_z)
+
+    def g_loss(outs):
+      loss, terms = reconstruction_loss(outs, target)
+      return loss, dict(terms, g_loss=loss)
+
+    out_grads, terms = jax.grad(g_loss, has_aux=True)(outs)
+    new, metrics = apply_generator(state, g_params, vjp_fn, out_grads, dec_upd, terms)
+    return new, metrics, jax.lax.stop_gradient(outs[0])
+
+  def update_discriminators(state: State, real_win, fake_win, real_frames, fake_frames):
+    """One optimiser step of D_T (hinge + R1) and D_S (hinge) on detached fakes."""
+    n = real_frames.shape[0]
 
     def dt_loss(params):
       variables = _with(state["d_t"], params)
@@ -170,23 +204,20 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
         (logits, _), upd = dt_m.apply(variables, x, True, mutable=[SPECTRAL])
         return logits, upd
 
-      r1, real, upd = losses.r1_penalty(real_logits, _window(target, k_win, s1.dt_window),
-                                        has_aux=True)
-      fake_logits, _ = dt_m.apply({**variables, **upd}, _window(fake, k_win, s1.dt_window))
+      r1, real, upd = losses.r1_penalty(real_logits, real_win, has_aux=True)
+      fake_logits, _ = dt_m.apply({**variables, **upd}, fake_win)
       hinge = losses.hinge_d(real, fake_logits)
-      return hinge + s1.w_gp * r1, ({"dt_hinge": hinge, "r1": r1, "dt_real": jnp.mean(real),
-                                     "dt_fake": jnp.mean(fake_logits)}, upd)
+      return hinge + w_r1 * r1, ({"dt_hinge": hinge, "r1": r1, "dt_real": jnp.mean(real),
+                                  "dt_fake": jnp.mean(fake_logits)}, upd)
 
     def ds_loss(params):
-      n = s1.ds_num_frames
-      frames = jnp.concatenate([_pick_frames(target, k_real, n), _pick_frames(fake, k_fake, n)])
+      frames = jnp.concatenate([real_frames, fake_frames])
       logits, upd = ds_m.apply(_with(state["d_s"], params), frames, True, mutable=[SPECTRAL])
       hinge = losses.hinge_d(logits[:n], logits[n:])
       return hinge, ({"ds_hinge": hinge, "ds_real": jnp.mean(logits[:n]),
                       "ds_fake": jnp.mean(logits[n:])}, upd)
 
-    new = dict(state)
-    metrics = {}
+    new, metrics = dict(state), {}
     for key, opt_key, fn in (("d_t", "opt_dt", dt_loss), ("d_s", "opt_ds", ds_loss)):
       params = state[key]["params"]
       grads, (terms, upd) = jax.grad(fn, has_aux=True)(params)
@@ -195,6 +226,32 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
       metrics.update(terms)
       metrics[f"{key}_grad_norm"] = common.global_norm(grads)
     return new, metrics
+
+  def adversarial_step(state: State, video: jax.Array):
+    k_z, k_win, k_frames = step_keys(state)
+    target = video[:, 1:]
+    start = window_start(k_win, target.shape[1], s1.dt_window)
+    idx = frame_indices(k_frames, target, s1.ds_num_frames)
+    g_params, outs, vjp_fn, dec_upd = generator_forward(state, video, k_z)
+    fake = jax.lax.stop_gradient(outs[0])
+    real_win = _window(target, start, s1.dt_window)
+    after_d, d_metrics = update_discriminators(state, real_win, _window(fake, start, s1.dt_window),
+                                               _frames(target)[idx], _frames(fake)[idx])
+    judge = after_d if d_first else state  # The discriminators the generator is scored by.
+    _, real_feats = dt_m.apply(judge["d_t"], real_win)
+
+    def g_loss(outs):
+      loss, terms = reconstruction_loss(outs, target)
+      fake_logits, fake_feats = dt_m.apply(judge["d_t"], _window(outs[0], start, s1.dt_window))
+      terms["g_t"] = losses.generator_adversarial(fake_logits)
+      terms["fm"] = losses.feature_matching(real_feats, fake_feats)
+      terms["g_s"] = losses.generator_adversarial(ds_m.apply(judge["d_s"], _frames(outs[0])[idx]))
+      loss = loss + terms["g_s"] + s1.w_t * terms["g_t"] + s1.w_fm * terms["fm"]
+      return loss, dict(terms, g_loss=loss)
+
+    out_grads, terms = jax.grad(g_loss, has_aux=True)(outs)
+    new, metrics = apply_generator(after_d, g_params, vjp_fn, out_grads, dec_upd, terms)
+    return new, {**metrics, **d_metrics}, fake
 
   def eval_fn(state: State, video: jax.Array, rng: jax.Array):
     """Reconstruction from the posterior mean, a sample from the N(0, I) prior, per-video PSNR
@@ -211,12 +268,18 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
     z_use = jnp.mean(jnp.abs(recon - swapped), axis=tuple(range(1, recon.ndim)))
     return recon, prior, common.psnr(recon, target), z_use
 
+  def val_recon(models_state: State, video: jax.Array, rng: jax.Array):
+    """Validation: the reconstruction from a posterior SAMPLE (what the reference's best_PFVD
+    scores) and the per-video PSNR of the posterior-mean reconstruction."""
+    x0, target = video[:, 0], video[:, 1:]
+    z, mu, _ = enc_m.apply(models_state["encoder"], target, rng)
+    sampled = dec_m.apply(models_state["decoder"], x0, z)
+    return sampled, common.psnr(dec_m.apply(models_state["decoder"], x0, mu), target)
+
   R, B = common.REPLICATED, common.BATCH
   return {
-      "g_warmup": common.mesh_jit(lambda s, v: g_step(s, v, False), mesh, (R, B), (R, R, B),
-                                  donate_argnums=(0,)),
-      "g_adv": common.mesh_jit(lambda s, v: g_step(s, v, True), mesh, (R, B), (R, R, B),
-                               donate_argnums=(0,)),
-      "d": common.mesh_jit(d_step, mesh, (R, B, B), (R, R), donate_argnums=(0,)),
+      "g_warmup": common.mesh_jit(warmup_step, mesh, (R, B), (R, R, B), donate_argnums=(0,)),
+      "adv": common.mesh_jit(adversarial_step, mesh, (R, B), (R, R, B), donate_argnums=(0,)),
       "eval": common.mesh_jit(eval_fn, mesh, (R, B, R), (B, B, B, B)),
+      "val_recon": common.mesh_jit(val_recon, mesh, (R, B, R), (B, B)),
   }

@@ -76,7 +76,8 @@ def load_frozen_stage1(config: ml_collections.ConfigDict, workdir: str
           f"stage-2 config has {field}={ours}. Fix: use the stage-1 run's setting "
           f"(--config.{field}={theirs}) or a stage-1 workdir trained with {field}={ours}.")
   try:
-    return stage1.restore_stage1(s1_dir, s1_config)
+    # This run's stage1.select (command line) picks the checkpoint: 'best' by default.
+    return stage1.restore_stage1(s1_dir, s1_config, select=config.stage1.get("select"))
   except FileNotFoundError as e:
     raise errors.MissingInput(f"{e} {fix}") from e
 
@@ -178,7 +179,6 @@ def _write_samples(steps, state, dec_vars, sample_batch, step: int, workdir: str
                                    sample_batch["video"]))
   if not paths.is_primary():
     return
-  real = np.asarray(jax.device_get(sample_batch["video"]))
   x0 = real[:, :1]
   columns = [real] + [np.concatenate([x0, videos[:, k]], axis=1) for k in range(videos.shape[1])]
   video_io.write_video(paths.join(workdir, "samples", f"stage2_{step}.gif"),
@@ -205,6 +205,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
           sample_batch: dict | None = None) -> dict[str, Any]:
   """Train the flow (and embedder) on z sampled from the frozen stage-1 encoder; resumes from the
   latest stage-2 checkpoint in the workdir. Returns the final state."""
+  config = config_lib.resolve_epochs(config)
   s2 = config.stage2
   mesh = parallel.make_mesh()
   parallel.check_global_batch(s2.batch_size, mesh)
@@ -306,6 +307,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     raise errors.InvalidInput(f"config.stage2.control={config.stage2.control!r} needs eta from the data. "
                      "Fix: --config.data.control=True (or --config.stage2.control='').")
   data_lib.prepare(config.data)
+  config = config_lib.resolve_epochs(config, data_lib.num_examples(config.data, "train"))
   bs = config.stage2.batch_size
 
   def make_train_iter(start: int) -> Iterator[dict]:

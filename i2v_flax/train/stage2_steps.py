@@ -25,8 +25,8 @@ from jax.sharding import Mesh
 
 from i2v_flax.models.cinn import ConditionalFlow, build_conditional_flow
 from i2v_flax.models.embedder import build_embedder, embedder_is_frozen
-from i2v_flax import errors
-from i2v_flax.train import common
+from i2v_flax import config_lib
+from i2v_flax.train import common, optimizers
 from i2v_flax.train import stage1
 
 State = dict[str, Any]
@@ -95,21 +95,18 @@ def nll_metrics(nu: jax.Array, logdet: jax.Array, z: jax.Array) -> dict[str, jax
           "nu_std": jnp.std(nu)}
 
 
-def make_optimizer(config: ml_collections.ConfigDict
+def make_optimizer(config: ml_collections.ConfigDict, shapes_only: bool = False
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """Adam with amsgrad (the reference's torch Adam(amsgrad=True)) and a step decay.
-
-  The lr is multiplied by `decay_factor` every `decay_every_epochs` epochs of `steps_per_epoch`.
+  """torch Adam(amsgrad=True) with a step decay, from config.stage2 (optimizers.py has the
+  semantics). `shapes_only`: for abstract states (restore), where a DTDB config whose epoch
+  depends on the data may not be resolved yet; the schedule does not change the state's shapes.
   """
   s2 = config.stage2
-  if s2.steps_per_epoch <= 0 or s2.decay_every_epochs <= 0:
-    raise errors.InvalidInput(f"stage2.steps_per_epoch ({s2.steps_per_epoch}) and decay_every_epochs "
-                     f"({s2.decay_every_epochs}) must be positive. Fix: set steps_per_epoch to "
-                     "train videos / batch size.")
-  schedule = optax.exponential_decay(
-      float(s2.lr), transition_steps=int(s2.decay_every_epochs * s2.steps_per_epoch),
-      decay_rate=float(s2.decay_factor), staircase=True)
-  return optax.amsgrad(schedule, b1=float(s2.b1), b2=float(s2.b2)), schedule
+  steps = config_lib.steps_per_epoch(s2, default=1 if shapes_only else None)
+  return optimizers.amsgrad_step_decay(
+      float(s2.lr), float(s2.b1), float(s2.b2), steps, s2.decay_every_epochs,
+      float(s2.decay_factor), semantics=str(s2.get("amsgrad", "torch")),
+      weight_decay=float(s2.get("weight_decay", 0.0)))
 
 
 def trainable(config: ml_collections.ConfigDict, state: State) -> dict[str, Any]:
@@ -132,7 +129,7 @@ def make_init_fn(config: ml_collections.ConfigDict, flow: ConditionalFlow,
                  embedder: nn.Module) -> Callable[[jax.Array, jax.Array, Any, jax.Array],
                                                       State]:
   """(z, x0, eta, rng) -> state. ActNorm initialises from this z batch (data-dependent init)."""
-  tx, _ = make_optimizer(config)
+  tx, _ = make_optimizer(config, shapes_only=True)
 
   def init(z: jax.Array, x0: jax.Array, eta: jax.Array | None, rng: jax.Array) -> State:
     k_emb, k_flow, k_state = jax.random.split(rng, 3)
