@@ -97,16 +97,21 @@ def bench(name: str, xs: tuple, ks: tuple, strides: tuple, pad: tuple, repeats: 
 
 
 # Candidate formulations (forward, input grad, kernel grad, temporal) timed by --plans.
-PLANS = {2: [Plan("xla", "xla", "xla"), Plan("xla", "xla", "dots"), Plan("dots", "xla", "xla")],
+PLANS = {2: [Plan("xla", "xla", "xla"), Plan("xla", "xla", "dots"), Plan("xla", "xla", "dyshift")],
          3: [Plan("xla", "xla", "xla", "sum"), Plan("xla", "xla", "xla", "stack"),
-             Plan("xla", "xla", "dots", "stack"), Plan("xla", "xla", "dots", "sum")]}
+             Plan("xla", "xla", "dots", "stack"), Plan("xla", "xla", "dyshift", "stack"),
+             Plan("xla", "xla", "dyshift", "sum")]}
 
 
 CASES = {
     "2d": [("2d 3x3 (32,64,64,128)->64", (32, 64, 64, 128), (3, 3, 128, 64), (1, 1),
             ((1, 1), (1, 1)))],
     "3d": [("3d 3x3x3 (2,16,64,64,128)->64", (2, 16, 64, 64, 128), (3, 3, 3, 128, 64), (1, 1, 1),
-            ((1, 1), (1, 1), (1, 1)))],
+            ((1, 1), (1, 1), (1, 1))),
+           ("3d decoder g3.conv0 (2,16,64,64,256)->128", (2, 16, 64, 64, 256), (3, 3, 3, 256, 128),
+            (1, 1, 1), ((1, 1), (1, 1), (1, 1))),
+           ("3d decoder head.conv0 (2,1,4,4,1024)->1024", (2, 1, 4, 4, 1024),
+            (3, 3, 3, 1024, 1024), (1, 1, 1), ((1, 1), (1, 1), (1, 1)))],
 }
 
 

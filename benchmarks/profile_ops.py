@@ -115,6 +115,9 @@ def classify_hlo(hlo_text: str) -> dict[str, tuple[str, str, str]]:
       cls = conv_kind(type_str, rest, op_name, kernel_numels)
     elif opcode == "dot" or (opcode == "fusion" and prim == "dot_general"):
       cls = "dot (matmul)"
+    elif low.startswith("ynn_fusion") and not op_name:  # A YNNPACK conv/dot XLA left unnamed.
+      cls = ("conv kernel_grad" if math.prod(_shape_dims(type_str)) in kernel_numels
+             else "conv/dot (unnamed YNN fusion)")
     elif opcode in ("reduce", "reduce-window") or "reduce" in low or prim.startswith("reduce"):
       cls = "reduce (norms, means, pools)"
     elif opcode in ("pad", "slice", "concatenate", "dynamic-slice", "dynamic-update-slice"):

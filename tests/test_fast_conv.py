@@ -28,7 +28,9 @@ CASES = [  # (x shape, kernel shape, strides, padding)
 ]
 # The default plan on every case; the other formulations on the cases that differ for them.
 PLANS = [(Plan(), CASES), (Plan("dots", "dots", "dots", "sum"), [CASES[i] for i in (1, 5, 6)]),
-         (Plan("xla", "xla", "dots", "stack"), [CASES[i] for i in (6, 8)])]
+         (Plan("xla", "xla", "xla", "sum"), [CASES[i] for i in (0, 4, 8)]),
+         (Plan("xla", "xla", "dots", "stack"), [CASES[i] for i in (6, 8)]),
+         (Plan("xla", "xla", "dyshift", "sum"), [CASES[i] for i in (4, 6)])]
 
 
 def _rel(a: jax.Array, b: jax.Array) -> float:

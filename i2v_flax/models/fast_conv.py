@@ -11,10 +11,11 @@ hand, tap by tap, so every heavy op in forward and backward is a 2-D conv or a d
   input grad    dx    = sum_i place_i(conv2d_transpose(dy, k[i]))      (temporal scatter = pad)
   kernel grad   dk[i] = conv2d_kernel_grad(x_pad[i + s*t], dy)         (batch = B*T_out)
 
-Each 2-D part has two formulations ('xla': XLA's own conv / transposed conv / filter gradient;
-'dots': one `dot_general` per spatial tap contracting N*H*W, which avoids XLA-CPU's slow filter
-gradient on some shapes). `Plan` picks one per part; `CPU_PLAN` holds the measured winners on
-CPU (benchmarks/conv_ops.py, benchmarks/README.md). On GPU/TPU `resolve_conv_impl('auto')`
+Each 2-D part has several formulations: 'xla' (XLA's own conv / transposed conv / filter
+gradient), 'dots' (one `dot_general` per spatial tap contracting N*H*W over shifted copies of
+x) and, for the kernel gradient, 'dyshift' (shift dy instead of x and contract once: a single
+matmul, 1.5-2.5x XLA's filter gradient on the big decoder layers). `Plan` picks one per part;
+`CPU_PLAN` holds the measured winners on CPU (benchmarks/conv_ops.py, benchmarks/README.md). On GPU/TPU `resolve_conv_impl('auto')`
 returns 'native' and none of this runs: XLA's native convolutions are fast there.
 
 Mathematically identical to `lax.conv_general_dilated` (only float summation order differs);
@@ -44,10 +45,14 @@ class Plan:
 
   forward: str = "xla"
   input_grad: str = "xla"
-  kernel_grad: str = "xla"
-  temporal: str = "stack"  # 3-D: 'stack' taps along channels (one 2-D conv) or 'sum' kt 2-D convs.
+  kernel_grad: str = "dyshift"  # 'xla', 'dots' or 'dyshift' (stride 1; else 'xla').
+  # 3-D: 'stack' the kt taps along channels (one 2-D conv), 'sum' kt 2-D convs, or 'auto':
+  # 'sum' when the kernel outweighs the input (the 1024-wide 4x4 decoder head: stacking would
+  # transpose a 113 MB kernel per call), else 'stack'.
+  temporal: str = "auto"
 
 
+# Measured winners on a 2-core CPU (benchmarks/README.md, conv_ops.py --plans).
 CPU_PLAN = Plan()
 
 
@@ -112,12 +117,14 @@ def _conv2d_input_grad(dy, k, x_shape, strides, pad, plan: Plan):
 
 def _conv2d_kernel_grad(x, dy, k_shape, strides, pad, plan: Plan):
   """d(loss)/dk of a 2-D conv: XLA's filter gradient or one dot_general per tap over N*H*W."""
-  if plan.kernel_grad == "xla":
+  if plan.kernel_grad == "xla" or (plan.kernel_grad == "dyshift" and tuple(strides) != (1, 1)):
     k0 = jnp.zeros(k_shape, dy.dtype)
     return jax.vjp(lambda k: _conv2d(x, k, strides, pad), k0)[1](dy)[0]
   kh, kw = k_shape[:2]
   xp = _pad_for_taps(x, pad, (1, 2))
   ho, wo = dy.shape[1:3]
+  if plan.kernel_grad == "dyshift" and tuple(strides) == (1, 1):
+    return _kernel_grad_dyshift(xp, dy, kh, kw)
   rows = []
   for i in range(kh):
     row = []
@@ -126,6 +133,24 @@ def _conv2d_kernel_grad(x, dy, k_shape, strides, pad, plan: Plan):
       row.append(lax.dot_general(xs, dy, (((0, 1, 2), (0, 1, 2)), ((), ()))))
     rows.append(jnp.stack(row))
   return jnp.stack(rows)
+
+
+def _kernel_grad_dyshift(xp: jax.Array, dy: jax.Array, kh: int, kw: int) -> jax.Array:
+  """Stride-1 kernel gradient as ONE matmul: shift dy (not x) by each tap, contract N*Hp*Wp.
+
+  dk[i, j] = sum_{n,h,w} xp[n, h+i, w+j] dy[n, h, w] = sum_{n,h',w'} xp[n, h', w'] dy_ij[n, h', w']
+  with dy_ij = dy moved by (i, j) inside an Hp x Wp frame of zeros. The shifted copies are of
+  dy, whose channels are usually fewer than x's (and x is not copied per tap), and the single
+  (C x NHpWp) @ (NHpWp x kh*kw*O) product runs at matmul speed.
+  """
+  hp, wp = xp.shape[1:3]
+  ho, wo = dy.shape[1:3]
+  shifted = [lax.pad(dy, jnp.zeros((), dy.dtype),
+                     [(0, 0, 0), (i, hp - ho - i, 0), (j, wp - wo - j, 0), (0, 0, 0)])
+             for i in range(kh) for j in range(kw)]
+  dk = lax.dot_general(xp, jnp.concatenate(shifted, axis=-1), (((0, 1, 2), (0, 1, 2)), ((), ())))
+  c, o = xp.shape[-1], dy.shape[-1]
+  return dk.reshape(c, kh, kw, o).transpose(1, 2, 0, 3)
 
 
 # ---------------------------------------------------------------- N-D with temporal taps
@@ -138,6 +163,12 @@ def _split_time(x: jax.Array, pad_t: tuple[int, int], kt: int, st: int):
 
 def _merge(x: jax.Array) -> jax.Array:
   return x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:])
+
+
+def _temporal(plan: Plan, x: jax.Array, k: jax.Array) -> str:
+  if plan.temporal != "auto":
+    return plan.temporal
+  return "sum" if x.size < k.size else "stack"
 
 
 def _stack_taps(xp: jax.Array, kt: int, st: int, to: int) -> jax.Array:
@@ -157,7 +188,7 @@ def _forward(x, k, strides, pad, plan):
     return _conv2d_forward(x, k, strides, pad, plan)
   kt, st = k.shape[0], strides[0]
   xp, to = _split_time(x, pad[0], kt, st)
-  if plan.temporal == "stack":
+  if _temporal(plan, x, k) == "stack":
     out = _conv2d_forward(_stack_taps(xp, kt, st, to), _stack_kernel(k), strides[1:], pad[1:],
                           plan)
     return out.reshape((x.shape[0], to) + out.shape[1:])
@@ -186,7 +217,7 @@ def _backward(x, k, dy, strides, pad, plan):
   tp = xp.shape[1]
   dy2 = _merge(dy)
   c = x.shape[-1]
-  if plan.temporal == "stack":
+  if _temporal(plan, x, k) == "stack":
     k3 = _stack_kernel(k)
     x3 = _stack_taps(xp, kt, st, to)
     g3 = _conv2d_input_grad(dy2, k3, x3.shape, strides[1:], pad[1:], plan)
