@@ -21,33 +21,13 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from i2v_flax import parallel, sampling
-from i2v_flax.train import stage1, stage2
+import bench_util  # benchmarks/ is the script's directory, so it is on sys.path.
+from targets import random_model
 
 config_flags.DEFINE_config_file("config", "configs/bair.py", "Config file.")
 flags.DEFINE_integer("large_batch", 64, "The large batch size.")
 flags.DEFINE_integer("repeats", 3, "Timed calls per batch size (median reported).")
 FLAGS = flags.FLAGS
-
-
-def random_model(config) -> sampling.VideoModel:
-  """A VideoModel with freshly initialised weights (no workdir needed)."""
-  mesh = parallel.make_mesh()
-  r, d = int(config.data.resolution), int(config.stage1.z_dim)
-  x0 = np.zeros((1, r, r, 3), np.float32)
-  z = np.zeros((1, d), np.float32)
-  eta = np.zeros((1, int(config.stage2.eta_dim)), np.float32) if config.stage2.control else None
-  models = stage1.build_models(config)
-  flow, embedder = stage2.build_flow(config)
-  keys = jax.random.split(jax.random.PRNGKey(0), 3)
-  video = np.zeros((1, 16, r, r, 3), np.float32)
-  variables = {"encoder": jax.jit(models.encoder.init)(keys[0], video, None),
-               "decoder": jax.jit(models.decoder.init)(keys[1], x0, z)}
-  variables["embedder"] = jax.jit(embedder.init)(keys[2], x0)
-  cond = stage2.condition(embedder, variables["embedder"], x0, eta)
-  variables["flow"] = jax.jit(flow.init)(keys[2], z, cond)
-  return sampling.VideoModel(config=config, step=0, variables=parallel.replicate(variables, mesh),
-                             stage1_models=models, flow=flow, embedder=embedder, mesh=mesh)
 
 
 def _time(fn, repeats: int) -> tuple[float, float]:
@@ -76,7 +56,17 @@ def main(argv):
     out[f"batch{batch}_compile_and_first_s"] = round(first, 3)
     out[f"batch{batch}_s"] = round(median, 4)
     out[f"batch{batch}_videos_per_s"] = round(batch / median, 3)
+    chunk = min(batch, int(config.eval.batch_size))  # One compiled call per chunk of videos.
+    rng = np.random.default_rng(0)
+    x0c = jax.numpy.asarray(x0[:chunk])
+    nu = jax.numpy.asarray(rng.standard_normal((chunk, model.z_dim)).astype(np.float32))
+    eta = (jax.numpy.zeros((chunk, int(config.stage2.eta_dim))) if config.stage2.control
+           else None)
+    flops = bench_util.jit_flops(model._generate, model.variables, x0c, nu, eta) * (
+        -(-batch // chunk))  # pylint: disable=protected-access
+    out[f"batch{batch}_throughput"] = bench_util.throughput(flops, median)
   out["latency_one_video_s"] = out["batch1_s"]
+  out["machine"] = bench_util.machine_state()
   out["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
   out["reference_batch1_s"], out["reference_batch16_s"] = 1.97, 35.1
   print(json.dumps(out))

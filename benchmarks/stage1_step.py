@@ -23,16 +23,20 @@ from i2v_flax import config_lib, parallel
 from i2v_flax.train import common
 from i2v_flax.train.stage1_steps import build_models, make_init_fn, make_steps
 
+import bench_util  # benchmarks/ is the script's directory, so it is on sys.path.
+
 config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/shapes.py.")
 flags.DEFINE_integer("steps", 5, "Timed calls per step function after compilation.")
 flags.DEFINE_bool("warmup_step", True, "Also time the warm-up (no-GAN) generator step.")
 FLAGS = flags.FLAGS
+_FLOPS = {}  # jitted step -> model FLOPs per call (XLA cost analysis of the compiled step).
 
 
 def _time(fn, args, n):
   t = time.perf_counter()
   compiled = fn.lower(*args).compile()
   compile_s = time.perf_counter() - t
+  _FLOPS[fn] = bench_util.compiled_flops(compiled)
   times, out = [], None
   for _ in range(n):
     t = time.perf_counter()
@@ -74,6 +78,10 @@ def main(argv):
     w_s, w_compile, _ = _time(steps["g_warmup"], (state, video), FLAGS.steps)
     result["g_warmup_step_s"] = round(w_s, 4)
     result["compile_s"]["g_warmup"] = round(w_compile, 1)
+  result["throughput"] = {k: bench_util.throughput(_FLOPS[steps[k]], result[v])
+                          for k, v in (("adv", "iteration_s"), ("g_warmup", "g_warmup_step_s"))
+                          if v in result}
+  result["machine"] = bench_util.machine_state()
   result["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
   print(json.dumps(result))
 

@@ -27,6 +27,8 @@ from ml_collections import config_flags
 from i2v_flax import config_lib, parallel
 from i2v_flax.train import common, stage1, stage2, stage2_steps
 
+import bench_util  # benchmarks/ is the script's directory, so it is on sys.path.
+
 config_flags.DEFINE_config_file("config", "configs/bair.py", "Config file.")
 flags.DEFINE_integer("repeats", 3, "Timed calls of the full step and the encoder.")
 flags.DEFINE_integer("flow_repeats", 10, "Timed calls of the flow-only step.")
@@ -112,6 +114,11 @@ def main(argv):
               "speedup_vs_reference": {k: round(REFERENCE[k] / v, 3) for k, v in
                                        (("step_s", step_s), ("encoder_s", encoder_s),
                                         ("flow_step_s", flow_step_s))}})
+  flops = {"step_s": bench_util.jit_flops(steps["train"], holder["state"], batch, enc_vars),
+           "encoder_s": bench_util.jit_flops(steps["encode"], enc_vars, batch["video"][:, 1:], key),
+           "flow_step_s": bench_util.jit_flops(flow_step, fs["params"], fs["opt"])}
+  out["throughput"] = {k: bench_util.throughput(f, out[k]) for k, f in flops.items()}
+  out["machine"] = bench_util.machine_state()
   print(json.dumps(out))
 
 

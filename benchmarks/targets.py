@@ -16,7 +16,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from i2v_flax import config_lib, parallel
+from i2v_flax import config_lib, parallel, sampling
+from i2v_flax.train import stage1, stage2
 
 
 def _stage1(config: ml_collections.ConfigDict, batch: int) -> tuple[Callable, tuple]:
@@ -63,9 +64,28 @@ def _stage2(config: ml_collections.ConfigDict, batch: int) -> tuple[Callable, tu
   return steps["train"], (state, data, enc_vars)
 
 
+def random_model(config: ml_collections.ConfigDict) -> sampling.VideoModel:
+  """A VideoModel with freshly initialised weights (no workdir needed)."""
+  mesh = parallel.make_mesh()
+  r, d = int(config.data.resolution), int(config.stage1.z_dim)
+  x0 = np.zeros((1, r, r, 3), np.float32)
+  z = np.zeros((1, d), np.float32)
+  eta = np.zeros((1, int(config.stage2.eta_dim)), np.float32) if config.stage2.control else None
+  models = stage1.build_models(config)
+  flow, embedder = stage2.build_flow(config)
+  keys = jax.random.split(jax.random.PRNGKey(0), 3)
+  video = np.zeros((1, 16, r, r, 3), np.float32)
+  variables = {"encoder": jax.jit(models.encoder.init)(keys[0], video, None),
+               "decoder": jax.jit(models.decoder.init)(keys[1], x0, z)}
+  variables["embedder"] = jax.jit(embedder.init)(keys[2], x0)
+  cond = stage2.condition(embedder, variables["embedder"], x0, eta)
+  variables["flow"] = jax.jit(flow.init)(keys[2], z, cond)
+  return sampling.VideoModel(config=config, step=0, variables=parallel.replicate(variables, mesh),
+                             stage1_models=models, flow=flow, embedder=embedder, mesh=mesh)
+
+
 def _sample(config: ml_collections.ConfigDict, batch: int) -> tuple[Callable, tuple]:
-  import sample as sample_bench  # benchmarks/sample.py: the random-weight VideoModel.
-  model = sample_bench.random_model(config)
+  model = random_model(config)
   r, d = model.resolution, model.z_dim
   rng = np.random.default_rng(0)
   x0 = jax.numpy.asarray(rng.uniform(-1, 1, (batch or 1, r, r, 3)).astype(np.float32))
