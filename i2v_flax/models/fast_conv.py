@@ -15,8 +15,9 @@ Each 2-D part has several formulations: 'xla' (XLA's own conv / transposed conv 
 gradient), 'dots' (one `dot_general` per spatial tap contracting N*H*W over shifted copies of
 x) and, for the kernel gradient, 'dyshift' (shift dy instead of x and contract once: a single
 matmul, 1.5-2.5x XLA's filter gradient on the big decoder layers). `Plan` picks one per part;
-`CPU_PLAN` holds the measured winners on CPU (benchmarks/conv_ops.py, benchmarks/README.md). On GPU/TPU `resolve_conv_impl('auto')`
-returns 'native' and none of this runs: XLA's native convolutions are fast there.
+`CPU_PLAN` holds the measured winners on CPU (benchmarks/conv_ops.py, benchmarks/README.md).
+On GPU/TPU `layers.resolve_conv3d_impl('auto')` returns 'native' and none of this runs: XLA's
+native convolutions are fast there.
 
 Mathematically identical to `lax.conv_general_dilated` (only float summation order differs);
 tests/test_fast_conv.py checks values and both gradients at rel. 1e-4.
