@@ -91,3 +91,47 @@ def global_from_host(tree: Any, mesh: Mesh) -> Any:
 def replicate(tree: Any, mesh: Mesh) -> Any:
   """Place a pytree (e.g. parameters, optimiser state) fully replicated on the mesh."""
   return jax.device_put(tree, replicated(mesh))
+
+
+def barrier(name: str, timeout_s: int = 3600) -> None:
+  """Wait until every process reaches `name` (no-op with one process).
+
+  Uses the coordination service's barrier, not a device collective: CPU collectives (gloo) give
+  up when processes arrive more than 30 s apart whatever the XLA timeout flags say (jax#40831),
+  and compiling a step on a loaded host can take longer than that.
+  """
+  if jax.process_count() == 1:
+    return
+  from jax._src import distributed  # The public API has no barrier without a collective.
+  client = distributed.global_state.client
+  if client is None:  # Not initialised through jax.distributed: fall back to a collective.
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
+    return
+  client.wait_at_barrier(name, timeout_in_ms=int(timeout_s * 1000))
+
+
+class SyncedFirstCall:
+  """A jitted function whose first call, with several processes, compiles ahead of time and then
+  waits at a barrier, so all processes enter its first collective together (see `barrier`).
+
+  Later calls go straight to the jitted function (compiled once: the AOT compilation fills the
+  same cache). Other attributes (`lower`, ...) are the jitted function's.
+  """
+
+  _count = 0  # Barrier names: every process makes its first calls in the same order.
+
+  def __init__(self, jitted: Any):
+    self._jitted = jitted
+    self._synced = False
+
+  def __call__(self, *args: Any) -> Any:
+    if not self._synced and jax.process_count() > 1:
+      self._jitted.lower(*args).compile()
+      SyncedFirstCall._count += 1
+      barrier(f"i2v_first_call_{SyncedFirstCall._count}")
+    self._synced = True
+    return self._jitted(*args)
+
+  def __getattr__(self, name: str) -> Any:
+    return getattr(self._jitted, name)

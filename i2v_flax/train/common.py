@@ -30,10 +30,14 @@ def mesh_jit(fn: Callable, mesh: Mesh, in_specs: Sequence[Any], out_specs: Any,
   """`jax.jit` with shardings given as PartitionSpec prefixes (P() replicated, P('data') batch).
 
   Pinning the output shardings keeps parameters replicated step after step (XLA would otherwise
-  be free to pick a different layout), so the same code runs on 1 device or a pod slice.
+  be free to pick a different layout), so the same code runs on 1 device or a pod slice. With
+  several processes the first call compiles, then waits for the other processes
+  (`parallel.SyncedFirstCall`).
   """
-  return jax.jit(fn, in_shardings=_to_shardings(tuple(in_specs), mesh),
-                 out_shardings=_to_shardings(out_specs, mesh), donate_argnums=tuple(donate_argnums))
+  jitted = jax.jit(fn, in_shardings=_to_shardings(tuple(in_specs), mesh),
+                   out_shardings=_to_shardings(out_specs, mesh),
+                   donate_argnums=tuple(donate_argnums))
+  return parallel.SyncedFirstCall(jitted)
 
 
 REPLICATED = P()

@@ -167,7 +167,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   batches = make_train_iter(start)
   first = next(batches)
   video = parallel.shard_batch(first["video"], mesh)
-  init_jit = jax.jit(init_fn, out_shardings=parallel.replicated(mesh))
+  init_jit = parallel.SyncedFirstCall(jax.jit(init_fn, out_shardings=parallel.replicated(mesh)))
   if start:
     abstract = checkpoints.abstract_like(jax.eval_shape(init_fn, video, rng),
                                     parallel.replicated(mesh))

@@ -242,7 +242,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
     k_init, k_z = jax.random.split(rng)
     with mesh:
       z = steps["encode"](enc_vars, batch["video"][:, 1:], k_z)
-    init_jit = jax.jit(init_fn, out_shardings=parallel.replicated(mesh))
+    init_jit = parallel.SyncedFirstCall(jax.jit(init_fn, out_shardings=parallel.replicated(mesh)))
     state = init_jit(z, batch["video"][:, 0], batch.get("eta"), k_init)
     if embedder_is_frozen(s2) and s2.embedder_init:
       state["embedder"] = parallel.replicate(load_embedder_init(config, state["embedder"]), mesh)
