@@ -312,7 +312,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   def make_train_iter(start: int) -> Iterator[dict]:
     # A different seed per start step: a resumed run sees fresh clips rather than a replay.
-    return data_lib.create_iterator(config.data, "train", bs, seed=config.seed + start)
+    return data_lib.create_iterator(data_lib.stage2_data(config.data), "train", bs,
+                                    seed=config.seed + start)  # Stage 2's own augmentation.
 
   # A few rows, but divisible by the device count so the batch shards over the mesh.
   rows = -(-NUM_SAMPLES // jax.device_count()) * jax.device_count()
