@@ -3,9 +3,10 @@
 Why: on XLA-CPU a 3x3x3 video convolution is slow in all three of its parts (forward,
 input gradient, kernel gradient), while 2-D convolutions and matrix products run near the
 machine's matmul speed. Writing the 3-D conv as a sum over temporal taps of 2-D convs makes the
-forward ~3x faster, but autodiff of that sum is *slower* than the native backward (it
-differentiates through pads/slices of the whole video per tap). Here the backward is written by
-hand, tap by tap, so every heavy op in forward and backward is a 2-D conv or a dot_general:
+forward ~2x faster, but autodiff of that sum gains little in the backward (it differentiates
+through pads/slices of the whole video per tap, and XLA's filter gradient is slow on the big
+decoder layers; issue 15 measured it 2x slower than native). Here the backward is written by
+hand, so every heavy op in forward and backward is a 2-D conv or one matmul:
 
   forward       y[t]  = sum_i conv2d(x_pad[i + s*t], k[i])
   input grad    dx    = sum_i place_i(conv2d_transpose(dy, k[i]))      (temporal scatter = pad)
@@ -46,7 +47,9 @@ class Plan:
 
   forward: str = "xla"
   input_grad: str = "xla"
-  kernel_grad: str = "dyshift"  # 'xla', 'dots' or 'dyshift' (stride 1; else 'xla').
+  # 'xla', 'dots', 'dyshift' (stride 1; else 'xla') or 'auto': 'dyshift' on stacked 3-D taps
+  # (wide inputs: 1.75x XLA), 'xla' on plain 2-D convs and summed taps (0.85x there).
+  kernel_grad: str = "auto"
   # 3-D: 'stack' the kt taps along channels (one 2-D conv), 'sum' kt 2-D convs, or 'auto':
   # 'sum' when the kernel outweighs the input (the 1024-wide 4x4 decoder head: stacking would
   # transpose a 113 MB kernel per call), else 'stack'.
@@ -209,6 +212,9 @@ def _place_in_time(g: jax.Array, i: int, st: int, tp: int) -> jax.Array:
 
 
 def _backward(x, k, dy, strides, pad, plan):
+  if plan.kernel_grad == "auto":
+    stacked = k.ndim == 5 and _temporal(plan, x, k) == "stack"
+    plan = dataclasses.replace(plan, kernel_grad="dyshift" if stacked else "xla")
   if k.ndim == 4:
     return (_conv2d_input_grad(dy, k, x.shape, strides, pad, plan),
             _conv2d_kernel_grad(x, dy, k.shape, strides, pad, plan))
