@@ -98,10 +98,10 @@ def sample_to_files(workdir: str, images: list[str], out: str, num_samples: int 
   clips = np.concatenate([x0_u8, frames_u8], axis=2)  # (B, N, 1 + length, H, W, 3)
   rows = [video_io.frames_row(x0[i], list(clips[i])) for i in range(len(x0))]
   grid = video_io.grid(np.concatenate(rows))
-  paths = {"grid": video_io.write_video(out, grid, fps=fps, scale=scale),
-           "frames": video_io.save_npy(os.path.splitext(out)[0] + ".npy", clips)}
-  logging.info("Wrote %s and %s", paths["grid"], paths["frames"])
-  return paths
+  written = {"grid": video_io.write_video(out, grid, fps=fps, scale=scale),
+             "frames": video_io.save_npy(os.path.splitext(out)[0] + ".npy", clips)}
+  logging.info("Wrote %s and %s", written["grid"], written["frames"])
+  return written
 
 
 _LIMITS = {"num_samples": ("an integer >= 1", lambda v: v >= 1),
@@ -127,10 +127,10 @@ def main(argv: list[str]) -> None:
   if not _WORKDIR.value or not _IMAGE.value:
     raise errors.InvalidInput("--workdir and --image are required. Fix: e.g. "
                               "--workdir=/tmp/shapes --image=x0.png.")
-  paths = sample_to_files(_WORKDIR.value, _IMAGE.value, _OUT.value, _NUM_SAMPLES.value,
-                          _TRANSFER.value, _ETA.value, _LENGTH.value, _TEMPERATURE.value,
-                          _SEED.value, _PRIOR.value, _EXTEND_MODE.value, _FPS.value, _SCALE.value)
-  print(paths["grid"], file=console.terminal_out(), flush=True)
+  written = sample_to_files(_WORKDIR.value, _IMAGE.value, _OUT.value, _NUM_SAMPLES.value,
+                            _TRANSFER.value, _ETA.value, _LENGTH.value, _TEMPERATURE.value,
+                            _SEED.value, _PRIOR.value, _EXTEND_MODE.value, _FPS.value, _SCALE.value)
+  print(written["grid"], file=console.terminal_out(), flush=True)
 
 
 def run(argv: list[str] | None = None) -> int:
