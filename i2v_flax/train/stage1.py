@@ -191,10 +191,10 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   bar = progress.start("stage 1", total, initial=start)
   try:
     for step in range(start, total):
-      if step > start:
-        video = parallel.shard_batch(next(batches)["video"], mesh)
       adversarial = step >= s1.warmup_steps
       state, metrics, _ = steps["adv" if adversarial else "g_warmup"](state, video)
+      if step + 1 < total:  # Fetch the next batch while the step runs (dispatch is async).
+        video = parallel.shard_batch(next(batches)["video"], mesh)
       metrics = jax.device_get(metrics)
       common.check_finite(metrics, step, checkpoint_dir(workdir))
       done = step + 1
