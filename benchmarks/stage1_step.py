@@ -15,15 +15,14 @@ import statistics
 import time
 
 import jax
-import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from i2v_flax import config_lib, parallel
+from i2v_flax import config_lib
 from i2v_flax.train import common
-from i2v_flax.train.stage1_steps import build_models, make_init_fn, make_steps
 
 import bench_util  # benchmarks/ is the script's directory, so it is on sys.path.
+import targets
 
 config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/shapes.py.")
 flags.DEFINE_integer("steps", 5, "Timed calls per step function after compilation.")
@@ -51,17 +50,9 @@ def main(argv):
   # Epoch lengths only set lr schedules here; a per-video epoch (dtdb) assumes 100 videos.
   config = config_lib.resolve_epochs(FLAGS.config, num_train_videos=100)
   s1 = config.stage1
-  mesh = parallel.make_mesh()
+  setup = targets.stage1_setup(config)
+  steps, state, video = setup["steps"], setup["state"], setup["video"]
   r = config.data.resolution
-  video = parallel.shard_batch(np.tanh(np.random.RandomState(0).randn(
-      s1.batch_size, config.data.clip_length, r, r, 3)).astype(np.float32), mesh)
-  models = build_models(config)
-  lpips_params = None
-  if s1.w_percep > 0:
-    from i2v_flax.models import lpips
-    lpips_params = jax.device_put(lpips.load_lpips_params(), parallel.replicated(mesh))
-  steps = make_steps(config, models, mesh, lpips_params)
-  state = jax.jit(make_init_fn(config, models))(video, jax.random.PRNGKey(0))
   counts = {k: common.count_params(state[k]["params"]) for k in ("encoder", "decoder", "d_t", "d_s")}
   # One adversarial iteration (D_T, D_S and G updates) is one jitted step since issue 14.
   it_s, it_compile, (state, _, _) = _time(steps["adv"], (state, video), FLAGS.steps)

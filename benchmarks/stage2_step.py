@@ -20,15 +20,15 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from absl import app, flags
 from ml_collections import config_flags
 
-from i2v_flax import config_lib, parallel
-from i2v_flax.train import common, stage1, stage2, stage2_steps
+from i2v_flax import config_lib
+from i2v_flax.train import common, stage2, stage2_steps
 
 import bench_util  # benchmarks/ is the script's directory, so it is on sys.path.
+import targets
 
 config_flags.DEFINE_config_file("config", "configs/bair.py", "Config file.")
 flags.DEFINE_integer("repeats", 3, "Timed calls of the full step and the encoder.")
@@ -52,23 +52,10 @@ def main(argv):
   # Epoch lengths only set lr schedules here; a per-video epoch (dtdb) assumes 100 videos.
   config = config_lib.resolve_epochs(FLAGS.config, num_train_videos=100)
   s2 = config.stage2
-  b, r, d = int(s2.batch_size), int(config.data.resolution), int(config.stage1.z_dim)
-  mesh = parallel.make_mesh()
-  rng = np.random.default_rng(0)
-  batch = {"video": rng.uniform(-1, 1, (b, config.data.clip_length, r, r, 3)).astype(np.float32)}
-  if s2.control:
-    batch["eta"] = rng.uniform(0, 1, (b, int(s2.eta_dim))).astype(np.float32)
-  batch = parallel.shard_batch(batch, mesh)
-  models = stage1.build_models(config)
-  enc_vars = jax.jit(models.encoder.init, out_shardings=parallel.replicated(mesh))(
-      jax.random.PRNGKey(0), batch["video"][:, 1:], jax.random.PRNGKey(1))
-  flow, embedder = stage2.build_flow(config)
-  steps = stage2.make_steps(config, flow, embedder, models.encoder, models.decoder, mesh)
-  key = jax.random.PRNGKey(2)
-  z = steps["encode"](enc_vars, batch["video"][:, 1:], key)
-  state = jax.jit(stage2.make_init_fn(config, flow, embedder),
-                  out_shardings=parallel.replicated(mesh))(
-                      z, batch["video"][:, 0], batch.get("eta"), key)
+  b, d = int(s2.batch_size), int(config.stage1.z_dim)
+  setup = targets.stage2_setup(config)
+  steps, state, batch, enc_vars = setup["steps"], setup["state"], setup["batch"], setup["enc_vars"]
+  flow, embedder, key, z = setup["flow"], setup["embedder"], setup["key"], setup["z"]
   n_flow = common.count_params(state["flow"]["params"])
   n_emb = common.count_params(state["embedder"]["params"])
   out = {"config": config_flags.get_config_filename(FLAGS["config"]),
@@ -90,7 +77,7 @@ def main(argv):
   # Flow only: fixed z and condition, the optimiser over the flow's parameters alone.
   tx, _ = stage2_steps.make_optimizer(config)
   cond = stage2.condition(embedder, holder["state"]["embedder"], batch["video"][:, 0],
-                          batch.get("eta"))
+                          stage2_steps.optional_eta(config, batch.get("eta")))
   flow_vars = jax.device_get(holder["state"]["flow"])
 
   def flow_loss(params):

@@ -20,7 +20,8 @@ from i2v_flax import config_lib, parallel, sampling
 from i2v_flax.train import stage1, stage2
 
 
-def _stage1(config: ml_collections.ConfigDict, batch: int) -> tuple[Callable, tuple]:
+def stage1_setup(config: ml_collections.ConfigDict, batch: int = 0) -> dict[str, Any]:
+  """Random-weight stage-1 state, a random clip batch and the jitted steps (`config` resolved)."""
   from i2v_flax.train.stage1_steps import build_models, make_init_fn, make_steps
   s1 = config.stage1
   if batch:
@@ -36,11 +37,11 @@ def _stage1(config: ml_collections.ConfigDict, batch: int) -> tuple[Callable, tu
     lpips_params = jax.device_put(lpips.load_lpips_params(), parallel.replicated(mesh))
   steps = make_steps(config, models, mesh, lpips_params)
   state = jax.jit(make_init_fn(config, models))(video, jax.random.PRNGKey(0))
-  return steps["adv"], (state, video)
+  return {"steps": steps, "state": state, "video": video, "models": models}
 
 
-def _stage2(config: ml_collections.ConfigDict, batch: int) -> tuple[Callable, tuple]:
-  from i2v_flax.train import stage1, stage2
+def stage2_setup(config: ml_collections.ConfigDict, batch: int = 0) -> dict[str, Any]:
+  """Random-weight stage-2 state, a random batch, encoder variables, the flow and jitted steps."""
   s2 = config.stage2
   if batch:
     s2.batch_size = batch
@@ -61,7 +62,18 @@ def _stage2(config: ml_collections.ConfigDict, batch: int) -> tuple[Callable, tu
   state = jax.jit(stage2.make_init_fn(config, flow, embedder),
                   out_shardings=parallel.replicated(mesh))(
                       z, data["video"][:, 0], data.get("eta"), key)
-  return steps["train"], (state, data, enc_vars)
+  return {"steps": steps, "state": state, "batch": data, "enc_vars": enc_vars, "flow": flow,
+          "embedder": embedder, "key": key, "z": z}
+
+
+def _stage1(config: ml_collections.ConfigDict, batch: int) -> tuple[Callable, tuple]:
+  s = stage1_setup(config, batch)
+  return s["steps"]["adv"], (s["state"], s["video"])
+
+
+def _stage2(config: ml_collections.ConfigDict, batch: int) -> tuple[Callable, tuple]:
+  s = stage2_setup(config, batch)
+  return s["steps"]["train"], (s["state"], s["batch"], s["enc_vars"])
 
 
 def random_model(config: ml_collections.ConfigDict) -> sampling.VideoModel:
