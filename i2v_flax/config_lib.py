@@ -91,7 +91,7 @@ def base_config() -> ml_collections.ConfigDict:
   s1.sample_every = 1000  # GIF grid [input | reconstruction | prior sample] every N steps.
   s1.checkpoint_every = 1000  # Checkpoint interval in steps.
   s1.keep_checkpoints = 3  # How many checkpoints to keep.
-  s1.conv3d_impl = "auto"  # 'native' 3-D conv, 'taps' (sum of 2-D convs; faster on XLA-CPU) or 'auto'.
+  s1.conv3d_impl = "auto"  # 'native', 'taps', 'fast' (custom-VJP convs, models/fast_conv.py) or 'auto' (fast on CPU, native elsewhere).
 
   # ---------------------------------------------------------------- stage 2
   s2 = c.stage2 = ml_collections.ConfigDict()
