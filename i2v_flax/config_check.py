@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import tempfile
 from typing import Any, Callable, Sequence
 
 import ml_collections
@@ -210,15 +211,19 @@ def check_writable(path: str, flag: str) -> None:
     probe = os.path.dirname(probe)
   try:
     os.makedirs(target, exist_ok=True)
-    os.close(os.open(os.path.join(target, ".i2v_write_test"), os.O_CREAT | os.O_WRONLY))
-    os.remove(os.path.join(target, ".i2v_write_test"))
+    # A name of its own: the processes of a pod run this check on one workdir at the same time.
+    fd, probe_file = tempfile.mkstemp(prefix=".i2v_write_test_", dir=target)
+    os.close(fd)
+    os.remove(probe_file)
   except OSError as e:
     raise InvalidInput(f"{flag}={path!r} cannot be written ({e.strerror}). Fix: choose a "
                        "location you can write to.") from None
   finally:
     for folder in created:  # Deepest first: leave no trace of the test.
-      if os.path.isdir(folder):
+      try:
         os.rmdir(folder)
+      except OSError:  # Gone already, or another process is using it now.
+        pass
 
 
 def check_workdir(config: ml_collections.ConfigDict, workdir: str, mode: str) -> None:
