@@ -100,7 +100,7 @@ def transfer_errors(model: Any, clips: dict[str, np.ndarray], num_videos: int = 
   eta = clips.get("eta")
   eta_a = None if eta is None or getattr(model, "control_is_optional", False) else eta[:n]
   moved = model.transfer(videos, x0_b, eta_a=eta_a)
-  fresh = model.sample(x0_b, 1, seed=5, eta=None if eta_a is None else eta_a)[:, 0]
+  fresh = model.sample(x0_b, 1, seed=5, eta=eta_a)[:, 0]
   with_x0 = lambda v: np.concatenate([x0_b[:, None], v], axis=1)  # Start = B's real x_0.
   d_a = _displacements(videos, meta, res)
   d_transfer = _displacements(with_x0(moved), meta_b, res)

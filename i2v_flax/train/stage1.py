@@ -80,13 +80,13 @@ def restore_stage1(workdir: str, config: ml_collections.ConfigDict | None = None
   if config is None:
     config = run_config.read_config(workdir)
   mngr = checkpoints.make_checkpoint_manager(ckpt, save_interval_steps=1, max_to_keep=1_000_000,
-                                        item_names=("models", "train"))
+                                             item_names=("models", "train"))
   try:
     if mngr.latest_step() is None:
       raise errors.MissingInput(f"{ckpt} holds no finished stage-1 checkpoint (workdir "
                               f"{workdir!r}). Train stage 1 first: {command}")
     abstract = checkpoints.abstract_like(_abstract_models(config, build_models(config)),
-                                    parallel.replicated(parallel.make_mesh()))
+                                         parallel.replicated(parallel.make_mesh()))
     select = select or config.stage1.get("select", "latest")
     best = validation.restore_best(workdir, abstract) if select == "best" else None
     if best is not None:
@@ -158,9 +158,9 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   init_fn = make_init_fn(config, models)
   rng = jax.random.PRNGKey(config.seed)
   mngr = checkpoints.make_checkpoint_manager(checkpoint_dir(workdir),
-                                        save_interval_steps=s1.checkpoint_every,
-                                        max_to_keep=s1.keep_checkpoints,
-                                        item_names=("models", "train"))
+                                             save_interval_steps=s1.checkpoint_every,
+                                             max_to_keep=s1.keep_checkpoints,
+                                             item_names=("models", "train"))
   writer = common.create_writer(paths.join(workdir, "tensorboard", "stage1"))
   stop = checkpoints.preemption_watch()
   start = mngr.latest_step() or 0
@@ -170,7 +170,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   init_jit = parallel.SyncedFirstCall(jax.jit(init_fn, out_shardings=parallel.replicated(mesh)))
   if start:
     abstract = checkpoints.abstract_like(jax.eval_shape(init_fn, video, rng),
-                                    parallel.replicated(mesh))
+                                         parallel.replicated(mesh))
     state = checkpoints.restore_state(mngr, abstract, MODEL_KEYS, start)
     logging.info("Resumed stage 1 from step %d in %s", start, checkpoint_dir(workdir))
   else:

@@ -102,7 +102,7 @@ def restore_stage2(workdir: str, config: ml_collections.ConfigDict | None = None
   if config is None:
     config = run_config.read_config(workdir)
   mngr = checkpoints.make_checkpoint_manager(ckpt, save_interval_steps=1, max_to_keep=1_000_000,
-                                        item_names=("models", "train"))
+                                             item_names=("models", "train"))
   try:
     step = mngr.latest_step() if paths.isdir(ckpt) else None
     if step is None:
@@ -111,7 +111,7 @@ def restore_stage2(workdir: str, config: ml_collections.ConfigDict | None = None
           f"--config=configs/<dataset>.py --workdir={workdir} --mode=train_stage2")
     abstract = _abstract_models(config)
     abstract = checkpoints.abstract_like({k: abstract[k] for k in MODEL_KEYS},
-                                    parallel.replicated(parallel.make_mesh()))
+                                         parallel.replicated(parallel.make_mesh()))
     variables = checkpoints.restore_checkpoint(mngr, {"models": abstract}, step=step)["models"]
   finally:
     mngr.close()
@@ -225,9 +225,9 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   total = config_lib.steps(s2)
   rng = jax.random.PRNGKey(config.seed + 2)
   mngr = checkpoints.make_checkpoint_manager(checkpoint_dir(workdir),
-                                        save_interval_steps=s2.checkpoint_every,
-                                        max_to_keep=s2.keep_checkpoints,
-                                        item_names=("models", "train"))
+                                             save_interval_steps=s2.checkpoint_every,
+                                             max_to_keep=s2.keep_checkpoints,
+                                             item_names=("models", "train"))
   writer = common.create_writer(paths.join(workdir, "tensorboard", "stage2"))
   stop = checkpoints.preemption_watch()
   start = mngr.latest_step() or 0
