@@ -92,3 +92,40 @@ def test_transfer_errors_compare_displacements_of_source_and_target():
   assert out["fresh_sample_error_px"] == pytest.approx(out["source_displacement_px"], abs=1e-6)
   assert out["displacement_error_px"] == pytest.approx(
       np.linalg.norm(d_b - d, axis=-1).mean(), abs=0.3)
+
+
+class _ControlModel:
+  """Optional control: with eta it replays the clip's real future, without it holds x_0."""
+  control_is_optional = True
+  step = 7
+
+  def __init__(self, videos):
+    self.futures = {v[0].tobytes(): v[1:] for v in videos}
+
+  def sample(self, x0, num_samples, temperature=1.0, seed=0, eta=None, prior="cinn"):
+    x0 = np.asarray(x0)
+    if eta is None or prior != "cinn":
+      return np.repeat(x0[:, None, None], 16, axis=2).repeat(num_samples, axis=1)
+    return np.stack([self.futures[x.tobytes()] for x in x0])[:, None].repeat(num_samples, 1)
+
+
+def test_optional_control_is_scored_without_and_with_eta(tmp_path):
+  from i2v_flax import config_lib
+  config = config_lib.load_config("configs/shapes.py:tiny")
+  with config.unlocked():
+    config.eval.metrics = ("shapes",)
+    config.eval.num_sample_sets = 1
+    config.eval.div_num_samples = 2
+  examples = [_example(s) for s in range(6)]
+  videos = np.stack([e["video"] for e in examples]).astype(np.float32) / 127.5 - 1
+  meta = _meta(examples)
+  eta = np.concatenate([meta["positions"][:, -1, 0], np.zeros((6, 2))], 1).astype(np.float32)
+  clips = {"video": videos, "eta": eta, **meta}
+  out = demo_eval.score_methods(config, str(tmp_path), _ControlModel(videos), clips)
+  assert set(out) == {"cinn", "cinn + eta", "w/o cINN", "static"}
+  # Given eta, the fake follows it exactly: control error ~0 (tracker: +-0.25 px on squares);
+  # without eta it holds x_0, exactly as far from the target as the static baseline.
+  assert out["cinn + eta"]["shapes/final_pos_error"] < 0.4
+  assert out["cinn"]["shapes/final_pos_error"] == pytest.approx(
+      out["static"]["shapes/final_pos_error"])
+  assert out["static"]["shapes/final_pos_error"] > 3.0

@@ -154,3 +154,17 @@ def test_config_json_roundtrip_and_compat_check(tmp_path):
   c2.stage1.enc_widths = (8, 8, 16, 16, 32)
   with pytest.raises(ValueError, match=r"stage1.enc_widths.*new --workdir"):
     run_config.check_compatible(str(tmp_path), c2, ["stage1.z_dim", "stage1.enc_widths"])
+
+
+def test_an_older_workdirs_config_gains_the_new_fields_with_their_defaults(tmp_path):
+  import json
+  c = config_lib.load_config("configs/shapes.py:tiny")
+  path = run_config.write_config(str(tmp_path), c)
+  saved = json.loads(open(path).read())
+  del saved["eval"]["protocol"], saved["stage1"]["select"]  # Fields a past version lacked.
+  saved["stage1"]["dec_nf"] = 5  # Saved values still win over the defaults.
+  open(path, "w").write(json.dumps(saved))
+  old = run_config.read_config(str(tmp_path))
+  base = config_lib.base_config()
+  assert old.eval.protocol == base.eval.protocol and old.stage1.select == base.stage1.select
+  assert old.stage1.dec_nf == 5 and old.data.name == "shapes"

@@ -10,6 +10,7 @@ import json
 from typing import Any, Mapping, Sequence
 
 import ml_collections
+from absl import logging
 
 from i2v_flax import errors, paths
 
@@ -30,12 +31,33 @@ def write_config(workdir: str, config: ml_collections.ConfigDict) -> str:
   return path
 
 
+def _fill_missing(saved: dict, defaults: Mapping, prefix: str = "") -> list[str]:
+  """Add `defaults`' fields that `saved` lacks, in place; returns their dotted names."""
+  added = []
+  for key, value in defaults.items():
+    if key not in saved:
+      saved[key] = value
+      added.append(prefix + key)
+    elif isinstance(value, Mapping) and isinstance(saved[key], dict):
+      added += _fill_missing(saved[key], value, prefix + key + ".")
+  return added
+
+
 def read_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config saved in workdir/config.json (lists where the file had tuples)."""
+  """The config saved in workdir/config.json (lists where the file had tuples).
+
+  A workdir trained by an older i2v_flax lacks the fields added since; they take the library
+  defaults (logged), so sampling and evaluation of old runs keep working.
+  """
+  from i2v_flax import config_lib
   path = paths.join(workdir, CONFIG_FILE)
   if not paths.exists(path):
     raise errors.MissingInput(f"{path} does not exist: {workdir!r} is not a training workdir.")
-  return ml_collections.ConfigDict(json.loads(paths.read_text(path)))
+  saved = json.loads(paths.read_text(path))
+  added = _fill_missing(saved, _plain(config_lib.base_config()))
+  if added:
+    logging.warning("%s predates config fields %s; using their defaults.", path, added)
+  return ml_collections.ConfigDict(saved)
 
 
 def _get(tree: Mapping, dotted: str) -> Any:
