@@ -185,3 +185,29 @@ def test_fresh_warp_head_blends_x0_and_the_generated_frame_equally():
   rgb = Decoder(**kw).apply({k: {n: p for n, p in v.items() if n != "warp_head"}
                              for k, v in variables.items()}, x0, z)
   np.testing.assert_allclose(warp.apply(variables, x0, z), 0.5 * (x0[:, None] + rgb), atol=1e-5)
+
+
+def test_remat_decoder_has_the_same_parameters_outputs_and_gradients():
+  """stage1.remat only trades memory for recomputation: same variables, same values."""
+  from i2v_flax.models.decoder import Decoder
+  kw = dict(nf=2, up_t=(2, 2, 1, 1, 1), up_s=(2, 1, 1, 1, 2), spade_hidden=4, coords=True)
+  x0 = jax.random.normal(KEY, (2, 16, 16, 3))
+  z = jax.random.normal(jax.random.PRNGKey(1), (2, 8))
+  plain, remat = Decoder(**kw), Decoder(**kw, remat=True)
+  variables = jax.jit(plain.init)(KEY, x0, z)
+  assert (jax.tree.structure(jax.eval_shape(remat.init, KEY, x0, z))
+          == jax.tree.structure(variables))
+
+  def loss(model, params, update_stats):
+    out, state = model.apply({**variables, "params": params}, x0, z, update_stats,
+                             mutable=["spectral"] if update_stats else [])
+    return jnp.mean(jnp.sin(3 * out)), state
+
+  grad = lambda model: jax.jit(jax.value_and_grad(  # noqa: E731
+      lambda p: loss(model, p, True), has_aux=True))(variables["params"])
+  (l_p, s_p), g_p = grad(plain)
+  (l_r, s_r), g_r = grad(remat)
+  np.testing.assert_allclose(l_r, l_p, rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), g_r, g_p)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), s_r, s_p)
+  assert config_lib.load_config("configs/bair.py").stage1.remat is False

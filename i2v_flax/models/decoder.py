@@ -113,14 +113,20 @@ class Decoder(nn.Module):
   dtype: str = "float32"
   coords: bool = False
   output: str = "rgb"  # 'rgb' (reference) or 'warp' (demo departure, see below).
+  # Recompute each block's activations in the backward pass instead of keeping them: the same
+  # parameters and gradients for ~1/3 more decoder compute and a fraction of its activation
+  # memory (bair batch 10 in 24 GB of CPU RAM; benchmarks/README.md).
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x0: jax.Array, z: jax.Array, update_stats: bool = False) -> jax.Array:
     nf = self.nf
     b = z.shape[0]
     x = nn.Dense(16 * nf * 4 * 4, name="fc")(z).reshape(b, 1, 4, 4, 16 * nf)
-    block = lambda f, name: VideoResBlock(f, self.spade_hidden, self.spectral_norm,  # noqa: E731
-                                          self.impl, self.dtype, self.coords, name=name)
+    # static_argnums counts `self` as 0: update_stats (a Python bool) is argument 4.
+    block_cls = nn.remat(VideoResBlock, static_argnums=(4,)) if self.remat else VideoResBlock
+    block = lambda f, name: block_cls(f, self.spade_hidden, self.spectral_norm,  # noqa: E731
+                                      self.impl, self.dtype, self.coords, name=name)
     x = block(16 * nf, "head")(x, x0, z, update_stats)
     for i, (f, ut, us) in enumerate(zip((16 * nf, 8 * nf, 4 * nf, 2 * nf, nf),
                                         self.up_t, self.up_s)):
@@ -151,4 +157,4 @@ def make_decoder(config: ml_collections.ConfigDict) -> Decoder:
                  spade_hidden=s1.spade_hidden, spectral_norm=s1.spectral_norm,
                  impl=resolve_conv3d_impl(s1.conv3d_impl), dtype=config.compute_dtype,
                  coords=bool(s1.get("dec_coords", False)),
-                 output=str(s1.get("dec_output", "rgb")))
+                 output=str(s1.get("dec_output", "rgb")), remat=bool(s1.get("remat", False)))
