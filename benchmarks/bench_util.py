@@ -44,6 +44,20 @@ def compiled_flops(compiled: Any) -> float:
   return float((cost or {}).get("flops", 0.0))
 
 
+def compiled_memory_gb(compiled: Any) -> dict[str, float]:
+  """XLA's buffer plan of a compiled computation in GB: arguments, outputs, temporaries.
+
+  Known before anything runs, so a batch that will not fit can be told (and its largest part
+  named) without being killed by the OOM killer; {} where the backend gives no analysis.
+  """
+  stats = compiled.memory_analysis()
+  if stats is None:
+    return {}
+  gb = lambda name: round(getattr(stats, name, 0) / 2**30, 3)  # noqa: E731
+  return {"arguments": gb("argument_size_in_bytes"), "outputs": gb("output_size_in_bytes"),
+          "temporaries": gb("temp_size_in_bytes"), "aliased": gb("alias_size_in_bytes")}
+
+
 def jit_flops(fn: Callable, *args: Any) -> float:
   """FLOPs of one call of `fn(*args)`, `fn` jitted (its compile is cached for the real calls)."""
   f = fn if hasattr(fn, "lower") else jax.jit(fn)

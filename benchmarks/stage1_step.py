@@ -27,8 +27,11 @@ import targets
 config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/shapes.py.")
 flags.DEFINE_integer("steps", 5, "Timed calls per step function after compilation.")
 flags.DEFINE_bool("warmup_step", True, "Also time the warm-up (no-GAN) generator step.")
+flags.DEFINE_bool("compile_only", False, "Compile the adversarial step, print XLA's memory plan "
+                  "and FLOPs, run nothing (does a batch fit?).")
 FLAGS = flags.FLAGS
 _FLOPS = {}  # jitted step -> model FLOPs per call (XLA cost analysis of the compiled step).
+_MEMORY = {}  # jitted step -> XLA's buffer plan in GB.
 
 
 def _time(fn, args, n):
@@ -36,6 +39,9 @@ def _time(fn, args, n):
   compiled = fn.lower(*args).compile()
   compile_s = time.perf_counter() - t
   _FLOPS[fn] = bench_util.compiled_flops(compiled)
+  _MEMORY[fn] = bench_util.compiled_memory_gb(compiled)
+  if FLAGS.compile_only:
+    return 0.0, compile_s, args
   times, out = [], None
   for _ in range(n):
     t = time.perf_counter()
@@ -55,16 +61,23 @@ def main(argv):
   r = config.data.resolution
   counts = {k: common.count_params(state[k]["params"]) for k in ("encoder", "decoder", "d_t", "d_s")}
   # One adversarial iteration (D_T, D_S and G updates) is one jitted step since issue 14.
-  it_s, it_compile, (state, _, _) = _time(steps["adv"], (state, video), FLAGS.steps)
+  it_s, it_compile, out = _time(steps["adv"], (state, video), FLAGS.steps)
+  state = out[0]
   result = {
       "backend": jax.default_backend(), "devices": jax.device_count(),
       "batch_size": s1.batch_size, "resolution": r, "compute_dtype": config.compute_dtype,
       "conv3d_impl": s1.conv3d_impl, "w_percep": s1.w_percep,
       "iteration_s": round(it_s, 4),
-      "frames_per_s": round(s1.batch_size * (config.data.clip_length - 1) / it_s, 2),
+      "frames_per_s": round(s1.batch_size * (config.data.clip_length - 1) / it_s, 2) if it_s
+                      else None,
       "compile_s": {"adv": round(it_compile, 1)},
       "params": counts,
+      "xla_memory_gb": {"adv": _MEMORY[steps["adv"]]},
   }
+  if FLAGS.compile_only:
+    result.update(iteration_s=None, model_gflop=round(_FLOPS[steps["adv"]] / 1e9, 1))
+    print(json.dumps(result))
+    return
   if FLAGS.warmup_step:
     w_s, w_compile, _ = _time(steps["g_warmup"], (state, video), FLAGS.steps)
     result["g_warmup_step_s"] = round(w_s, 4)

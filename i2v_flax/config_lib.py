@@ -91,7 +91,7 @@ def base_config() -> ml_collections.ConfigDict:
   s1.sample_every = 1000  # GIF grid [input | reconstruction | prior sample] every N steps.
   s1.checkpoint_every = 1000  # Checkpoint interval in steps.
   s1.keep_checkpoints = 3  # How many checkpoints to keep.
-  s1.remat = False  # Recompute decoder blocks in the backward pass (less memory, ~1/3 more decoder compute).
+  s1.remat = False  # Recompute decoder blocks in the backward pass (for accelerator memory; ~15 % more FLOPs).
   s1.conv3d_impl = "auto"  # 'native', 'taps', 'fast' (custom-VJP convs, models/fast_conv.py) or 'auto' (fast on CPU, native elsewhere).
 
   # ---------------------------------------------------------------- stage 2

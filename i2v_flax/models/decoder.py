@@ -113,9 +113,10 @@ class Decoder(nn.Module):
   dtype: str = "float32"
   coords: bool = False
   output: str = "rgb"  # 'rgb' (reference) or 'warp' (demo departure, see below).
-  # Recompute each block's activations in the backward pass instead of keeping them: the same
-  # parameters and gradients for ~1/3 more decoder compute and a fraction of its activation
-  # memory (bair batch 10 in 24 GB of CPU RAM; benchmarks/README.md).
+  # Recompute each block's activations in the backward pass instead of keeping them (same
+  # parameters and gradients, ~15 % more step FLOPs at bair). For accelerators, whose memory is
+  # the limit; XLA-CPU's buffer plan did not shrink with it (bair batch 10: 21.4 GB of
+  # temporaries against 19.6 GB; benchmarks/README.md).
   remat: bool = False
 
   @nn.compact
