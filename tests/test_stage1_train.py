@@ -306,3 +306,25 @@ def test_step_on_eight_fake_devices_equals_one_device():
   # few (0.12 % measured) by 2 lr; a sharding bug (per-shard gradients, other frames or windows)
   # would move a large fraction.
   assert result["params_off"] < 5e-3, result
+
+
+def test_bfloat16_compute_gives_finite_losses_and_float32_parameters():
+  """compute_dtype='bfloat16' (for GPUs/TPUs; slower on CPU, benchmarks/README.md): the warm-up
+  and adversarial steps run with finite losses, parameters and optimiser state stay float32."""
+  c = config_lib.resolve_epochs(_config())
+  c.compute_dtype = "bfloat16"
+  mesh, models = parallel.make_mesh(), stage1.build_models(c)
+  steps = stage1.make_steps(c, models, mesh, None)  # Not the shared cache: keep its fp32 steps.
+  video = parallel.shard_batch(_batch(0)["video"], mesh)
+  state = jax.jit(stage1.make_init_fn(c, models))(video, jax.random.PRNGKey(0))
+  before = _params(state)
+  for name in ("g_warmup", "adv"):
+    state, metrics, _ = steps[name](state, video)
+    metrics = jax.device_get(metrics)
+    assert all(np.all(np.isfinite(v)) for v in metrics.values()), (name, metrics)
+  assert 0.05 < float(metrics["l1"]) < 2.0
+  after = _params(state)
+  for x, y in zip(jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(after)):
+    assert y.dtype == np.float32
+  assert any(np.any(x != y) for x, y in zip(jax.tree_util.tree_leaves(before),
+                                            jax.tree_util.tree_leaves(after)))
