@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -36,16 +37,21 @@ flags.DEFINE_string("source", os.path.dirname(os.path.dirname(os.path.abspath(__
 flags.DEFINE_multi_string("override", [], "Extra --config.X=Y overrides for both runs.")
 
 
-def _run(workdir: str, steps: int, stage: str, env: dict) -> tuple[float, float]:
-  """(wall s, child CPU s) of one main-job run of `steps` steps."""
+def _main_job(workdir: str, mode: str, overrides: list[str], env: dict) -> None:
+  """Run `python -m i2v_flax.main` of --source quietly; raises if it fails."""
   cmd = [sys.executable, "-m", "i2v_flax.main", f"--config={FLAGS.config}", f"--workdir={workdir}",
-         f"--mode={FLAGS.mode}", f"--config.{stage}.num_train_steps={steps}",
-         f"--config.{stage}.checkpoint_every={steps}", f"--config.{stage}.sample_every={10**6}"]
-  cmd += [f"--config.{o}" for o in FLAGS.override]
-  before = resource.getrusage(resource.RUSAGE_CHILDREN)
-  start = time.perf_counter()
+         f"--mode={mode}"] + [f"--config.{o}" for o in overrides]
   subprocess.run(cmd, cwd=FLAGS.source, env=env, check=True, stdout=subprocess.DEVNULL,
                  stderr=subprocess.DEVNULL)
+
+
+def _run(workdir: str, steps: int, stage: str, env: dict) -> tuple[float, float]:
+  """(wall s, child CPU s) of one main-job run of `steps` steps."""
+  overrides = [f"{stage}.num_train_steps={steps}", f"{stage}.checkpoint_every={steps}",
+               f"{stage}.sample_every={10**6}"] + FLAGS.override
+  before = resource.getrusage(resource.RUSAGE_CHILDREN)
+  start = time.perf_counter()
+  _main_job(workdir, FLAGS.mode, overrides, env)
   wall = time.perf_counter() - start
   after = resource.getrusage(resource.RUSAGE_CHILDREN)
   cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -65,15 +71,11 @@ def main(argv):
   with tempfile.TemporaryDirectory() as tmp:
     if stage == "stage2":  # Stage 2 needs a stage-1 checkpoint: a short stage 1 first.
       base = os.path.join(tmp, "stage1")
-      subprocess.run([sys.executable, "-m", "i2v_flax.main", f"--config={FLAGS.config}",
-                      f"--workdir={base}", "--mode=train_stage1",
-                      "--config.stage1.num_train_steps=2"], cwd=FLAGS.source, env=env,
-                     check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+      _main_job(base, "train_stage1", ["stage1.num_train_steps=2"] + FLAGS.override, env)
     _run(os.path.join(tmp, "warm"), FLAGS.short, stage, env)  # Fills the compilation cache.
     for name, steps in (("short", FLAGS.short), ("long", FLAGS.long)):
       workdir = os.path.join(tmp, name)
       if stage == "stage2":
-        import shutil
         shutil.copytree(base, workdir)
       runs[name] = _run(workdir, steps, stage, env)
   wall = runs["long"][0] - runs["short"][0]
