@@ -60,8 +60,7 @@ def main(argv):
     rng = np.random.default_rng(0)
     x0c = jax.numpy.asarray(x0[:chunk])
     nu = jax.numpy.asarray(rng.standard_normal((chunk, model.z_dim)).astype(np.float32))
-    eta = (jax.numpy.zeros((chunk, int(config.stage2.eta_dim))) if config.stage2.control
-           else None)
+    eta = model._check_eta(None, chunk, rng)  # pylint: disable=protected-access
     flops = bench_util.jit_flops(model._generate, model.variables, x0c, nu, eta) * (
         -(-batch // chunk))  # pylint: disable=protected-access
     out[f"batch{batch}_throughput"] = bench_util.throughput(flops, median)

@@ -63,7 +63,7 @@ def main(argv):
          "encoder_params": common.count_params(enc_vars["params"]),
          "device": jax.devices()[0].device_kind, "num_devices": jax.device_count()}
 
-  encoder_s = _median_time(lambda: steps["encode"](enc_vars, batch["video"][:, 1:], key),
+  encoder_s = _median_time(lambda: steps["encode"](enc_vars, batch["video"], key),
                            FLAGS.repeats)
 
   holder = {"state": state}

@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 
 from i2v_flax import config_lib, parallel, sampling
-from i2v_flax.train import stage1, stage2
+from i2v_flax.train import stage1, stage2, stage2_steps
 
 
 def stage1_setup(config: ml_collections.ConfigDict, batch: int = 0) -> dict[str, Any]:
@@ -54,11 +54,11 @@ def stage2_setup(config: ml_collections.ConfigDict, batch: int = 0) -> dict[str,
   data = parallel.shard_batch(data, mesh)
   models = stage1.build_models(config)
   enc_vars = jax.jit(models.encoder.init, out_shardings=parallel.replicated(mesh))(
-      jax.random.PRNGKey(0), data["video"][:, 1:], jax.random.PRNGKey(1))
+      jax.random.PRNGKey(0), data["video"][:, 1:], jax.random.PRNGKey(1), data["video"][:, 0])
   flow, embedder = stage2.build_flow(config)
   steps = stage2.make_steps(config, flow, embedder, models.encoder, models.decoder, mesh)
   key = jax.random.PRNGKey(2)
-  z = steps["encode"](enc_vars, data["video"][:, 1:], key)
+  z = steps["encode"](enc_vars, data["video"], key)
   state = jax.jit(stage2.make_init_fn(config, flow, embedder),
                   out_shardings=parallel.replicated(mesh))(
                       z, data["video"][:, 0], data.get("eta"), key)
@@ -87,10 +87,11 @@ def random_model(config: ml_collections.ConfigDict) -> sampling.VideoModel:
   flow, embedder = stage2.build_flow(config)
   keys = jax.random.split(jax.random.PRNGKey(0), 3)
   video = np.zeros((1, 16, r, r, 3), np.float32)
-  variables = {"encoder": jax.jit(models.encoder.init)(keys[0], video, None),
+  variables = {"encoder": jax.jit(models.encoder.init)(keys[0], video, None, x0),
                "decoder": jax.jit(models.decoder.init)(keys[1], x0, z)}
   variables["embedder"] = jax.jit(embedder.init)(keys[2], x0)
-  cond = stage2.condition(embedder, variables["embedder"], x0, eta)
+  cond = stage2.condition(embedder, variables["embedder"], x0,
+                          stage2_steps.optional_eta(config, eta))  # + 'given' with eta dropout.
   variables["flow"] = jax.jit(flow.init)(keys[2], z, cond)
   return sampling.VideoModel(config=config, step=0, variables=parallel.replicate(variables, mesh),
                              stage1_models=models, flow=flow, embedder=embedder, mesh=mesh)

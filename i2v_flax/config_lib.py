@@ -50,6 +50,7 @@ def base_config() -> ml_collections.ConfigDict:
   s1.enc_widths = (64, 128, 256, 512, 512)  # Encoder stem + 4 stage widths (3-D ResNet-18).
   s1.enc_stride_t = (1, 2, 2, 2)  # Encoder temporal stride of each stage's first block (stem strides 2).
   s1.enc_stride_s = (1, 2, 2, 2)  # Encoder spatial stride of each stage's first block (stem strides 2).
+  s1.enc_x0_diff = False  # Demo departure: the encoder also sees x_t - x_0 (README).
   s1.dec_nf = 64  # Decoder base width nf (blocks use 16nf..nf).
   s1.dec_up_t = (2, 2, 2, 2, 1)  # Decoder temporal upsampling before g0..g4 (product = 16 frames).
   s1.dec_up_s = (2, 2, 2, 2, 1)  # Decoder spatial upsampling before g0..g4 (4 * product = resolution).
@@ -75,6 +76,7 @@ def base_config() -> ml_collections.ConfigDict:
   s1.b2 = 0.9  # Adam beta2.
   s1.weight_decay = 1e-5  # Coupled L2 weight decay (torch Adam semantics).
   s1.lr_decay_per_epoch = 0.98  # Exponential learning-rate decay factor per epoch.
+  s1.lr_cooldown_steps = 0  # Demo departure: anneal the lr to 0 over the last N steps (cosine).
   s1.batch_size = 10  # Global batch size (divisible by the number of devices).
   s1.num_epochs = 55  # Training length in epochs.
   s1.epoch_clips = 43264  # Clips per epoch (reference: bair's 43,264 train videos); lr decay, warm-up and num_epochs count epochs.
@@ -228,6 +230,7 @@ def shrink_to_tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   s1.num_train_steps = 4
   s1.steps_per_epoch = 2
   s1.warmup_steps = 2
+  s1.lr_cooldown_steps = 0  # Tiny runs test mechanics at a steady lr (the schedule has a test).
   s1.val_videos = min(s1.val_videos, 4)
   s1.val_every = 2
   s1.w_percep = 0.0

@@ -42,7 +42,7 @@ def stage1_heldout(model: Any, videos: np.ndarray) -> dict[str, float]:
 
   def fn(variables, video):
     x0, target = video[:, 0], video[:, 1:]
-    _, mu, _ = stage1.encode(enc, variables["encoder"], target, None)
+    _, mu, _ = stage1.encode(enc, variables["encoder"], target, None, x0)
     recon = stage1.decode(dec, variables["decoder"], x0, mu)
     swapped = stage1.decode(dec, variables["decoder"], x0, jnp.roll(mu, 1, axis=0))
     z_use = jnp.mean(jnp.abs(recon - swapped), axis=tuple(range(1, recon.ndim)))

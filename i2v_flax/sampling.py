@@ -57,7 +57,8 @@ class VideoModel:
   @functools.cached_property
   def _explain(self):
     def fn(variables, video, eta):
-      _, mu, _ = stage1.encode(self.stage1_models.encoder, variables["encoder"], video[:, 1:], None)
+      _, mu, _ = stage1.encode(self.stage1_models.encoder, variables["encoder"], video[:, 1:], None,
+                             video[:, 0])
       cond = stage2.condition(self.embedder, variables["embedder"], video[:, 0], eta)
       nu, _ = stage2.flow_inverse(self.flow, variables["flow"], mu, cond)
       return nu

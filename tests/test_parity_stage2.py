@@ -136,7 +136,7 @@ class _StubEncoder(nn.Module):
   """Stands in for stage 1: (B, 16, H, W, 3), rng -> (z, mu, logvar)."""
 
   @nn.compact
-  def __call__(self, video, rng):
+  def __call__(self, video, rng, x0=None):
     mu = nn.Dense(64)(jnp.mean(video, axis=(1, 2, 3)))
     z = mu if rng is None else mu + 0.1 * jax.random.normal(rng, mu.shape)
     return z, mu, jnp.zeros_like(mu)
@@ -157,7 +157,7 @@ def test_frozen_resnet50_embedder_loaded_from_state_dict_gets_no_update(loaded, 
   enc = _StubEncoder()
   enc_vars = enc.init(jax.random.PRNGKey(0), batch["video"][:, 1:], None)
   steps = stage2.make_steps(config, flow, embedder, enc, None, parallel.make_mesh())
-  z = steps["encode"](enc_vars, batch["video"][:, 1:], jax.random.PRNGKey(1))
+  z = steps["encode"](enc_vars, batch["video"], jax.random.PRNGKey(1))
   state = stage2.make_init_fn(config, flow, embedder)(z, batch["video"][:, 0], batch["eta"],
                                                       jax.random.PRNGKey(2))
   state["embedder"] = stage2.load_embedder_init(config, state["embedder"])

@@ -31,6 +31,7 @@ def test_paper_configs_follow_the_reference_schedule(spec, videos):
   assert config_lib.steps(s1) == s1.num_epochs * s1_steps
   assert config_lib.r1_weight(s1) == pytest.approx(r1)
   assert s1.update_order == "d_first" and s2.amsgrad == "torch" and s1.select == "best"
+  assert s1.lr_cooldown_steps == 0 and not s1.enc_x0_diff  # Demo departures stay off.
   assert s1.val_metric == "fvd" and s1.val_videos > 0
 
 

@@ -23,11 +23,11 @@ def _abstract(config, batch=2):
   x0 = jax.ShapeDtypeStruct((batch, r, r, 3), jnp.float32)
   z = jax.ShapeDtypeStruct((batch, s1.z_dim), jnp.float32)
   window = jax.ShapeDtypeStruct((batch, s1.dt_window, r, r, 3), jnp.float32)
-  ev = jax.eval_shape(m.encoder.init, KEY, video, KEY)
+  ev = jax.eval_shape(m.encoder.init, KEY, video, KEY, x0)
   dv = jax.eval_shape(m.decoder.init, KEY, x0, z)
   tv = jax.eval_shape(m.d_t.init, KEY, window)
   sv = jax.eval_shape(m.d_s.init, KEY, x0)
-  outs = (jax.eval_shape(m.encoder.apply, ev, video, KEY), jax.eval_shape(m.decoder.apply, dv, x0, z),
+  outs = (jax.eval_shape(m.encoder.apply, ev, video, KEY, x0), jax.eval_shape(m.decoder.apply, dv, x0, z),
           jax.eval_shape(m.d_t.apply, tv, window), jax.eval_shape(m.d_s.apply, sv, x0))
   return (ev, dv, tv, sv), outs
 
@@ -148,6 +148,29 @@ def test_decoder_demo_options_default_to_the_reference():
     assert k_demo[:3] == k_ref[:3] and k_demo[3] == k_ref[3] + 3  # + (t, y, x) channels.
   with pytest.raises(ValueError, match="dec_output"):
     Decoder(**kw, output="flow").init(KEY, x0, z)
+
+
+def test_encoder_x0_diff_feeds_exactly_the_difference_to_x0():
+  """enc_x0_diff is off in the paper configs; on, the stem reads [x_t, x_t - x_0]. With x_0 = 0
+  that is conv_a(x) + conv_b(x), so the plain encoder with stem kernel a + b must agree exactly;
+  with the real x_0 the output changes, and a missing x_0 is a clear error."""
+  from i2v_flax.models.encoder import Encoder
+  for spec in ("configs/bair.py", "configs/iper.py"):
+    assert config_lib.load_config(spec).stage1.enc_x0_diff is False
+  kw = dict(widths=(4, 4, 8, 8, 8), stride_t=(1, 2, 2, 2), stride_s=(1, 1, 1, 2), z_dim=6)
+  video = jax.random.normal(KEY, (2, 16, 16, 16, 3))
+  x0 = jax.random.normal(jax.random.PRNGKey(1), (2, 16, 16, 3))
+  diff_enc, plain_enc = Encoder(**kw, x0_diff=True), Encoder(**kw)
+  v_diff = diff_enc.init(KEY, video, None, x0)
+  stem = v_diff["params"]["stem"]["kernel"]
+  assert stem.shape[-2] == 6 and plain_enc.init(KEY, video)["params"]["stem"]["kernel"].shape[-2] == 3
+  folded = jax.tree_util.tree_map(lambda a: a, v_diff)
+  folded["params"]["stem"]["kernel"] = stem[..., :3, :] + stem[..., 3:, :]
+  mu_zero_x0 = diff_enc.apply(v_diff, video, None, jnp.zeros_like(x0))[1]
+  np.testing.assert_allclose(mu_zero_x0, plain_enc.apply(folded, video)[1], rtol=1e-4, atol=1e-5)
+  assert float(jnp.max(jnp.abs(diff_enc.apply(v_diff, video, None, x0)[1] - mu_zero_x0))) > 1e-3
+  with pytest.raises(ValueError, match="x0"):
+    diff_enc.apply(v_diff, video)
 
 
 def test_frame_coordinates_are_cell_centres():

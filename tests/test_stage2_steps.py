@@ -17,7 +17,7 @@ class _StubEncoder(nn.Module):
   z_dim: int = 64
 
   @nn.compact
-  def __call__(self, video, rng):
+  def __call__(self, video, rng, x0=None):
     mu = nn.Dense(self.z_dim)(jnp.mean(video, axis=(1, 2, 3)))
     logvar = jnp.full_like(mu, -2.0)
     z = mu if rng is None else mu + jnp.exp(0.5 * logvar) * jax.random.normal(rng, mu.shape)
@@ -36,7 +36,7 @@ def _setup(freeze):
            "eta": jnp.asarray(rng.uniform(0, 1, (4, 4)), jnp.float32)}
   enc_vars = enc.init(jax.random.PRNGKey(0), batch["video"][:, 1:], None)
   steps = stage2.make_steps(config, flow, embedder, enc, None, parallel.make_mesh())
-  z = steps["encode"](enc_vars, batch["video"][:, 1:], jax.random.PRNGKey(1))
+  z = steps["encode"](enc_vars, batch["video"], jax.random.PRNGKey(1))
   state = jax.jit(stage2.make_init_fn(config, flow, embedder))(
       z, batch["video"][:, 0], batch["eta"], jax.random.PRNGKey(2))
   return steps, state, batch, enc_vars

@@ -26,10 +26,19 @@ class Encoder(nn.Module):
   z_dim: int = 64
   impl: str = "native"
   dtype: str = "float32"
+  # Demo departure (off in the reference): also feed x_t - x_0, so motion is visible to the
+  # first convolution instead of being inferred across frames (README: z is used earlier).
+  x0_diff: bool = False
 
   @nn.compact
-  def __call__(self, video: jax.Array, rng: jax.Array | None = None
-               ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  def __call__(self, video: jax.Array, rng: jax.Array | None = None,
+               x0: jax.Array | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """x0 (B, H, W, 3): the start frame, read only with `x0_diff` (required then)."""
+    if self.x0_diff:
+      if x0 is None:
+        raise ValueError("Encoder(x0_diff=True) needs the start frame: call it with x0=video[:, 0] "
+                         "(stage1.encode(..., x0=...)).")
+      video = jnp.concatenate([video, video - x0[:, None].astype(video.dtype)], axis=-1)
     x = Conv(self.widths[0], (3, 7, 7), (2, 2, 2), ((1, 1), (3, 3), (3, 3)), use_bias=False,
              impl=self.impl, dtype=self.dtype, name="stem")(video)
     x = nn.relu(group_norm(self.widths[0], name="stem_norm")(x))
@@ -53,4 +62,5 @@ def make_encoder(config: ml_collections.ConfigDict) -> Encoder:
   s1 = config.stage1
   return Encoder(widths=tuple(s1.enc_widths), stride_t=tuple(s1.enc_stride_t),
                  stride_s=tuple(s1.enc_stride_s), z_dim=s1.z_dim,
-                 impl=resolve_conv3d_impl(s1.conv3d_impl), dtype=config.compute_dtype)
+                 impl=resolve_conv3d_impl(s1.conv3d_impl), dtype=config.compute_dtype,
+                 x0_diff=bool(s1.get("enc_x0_diff", False)))

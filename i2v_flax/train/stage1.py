@@ -40,10 +40,13 @@ def checkpoint_dir(workdir: str) -> str:
   return paths.join(workdir, "checkpoints", "stage1")
 
 
-def encode(encoder: Encoder, enc_vars: dict, video_1_16: jax.Array, rng: jax.Array | None
-           ) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """(z, mu, logvar) of frames x_1..x_16 (B, 16, H, W, 3); rng=None gives z = mu. Jit-friendly."""
-  return encoder.apply(enc_vars, video_1_16, rng)
+def encode(encoder: Encoder, enc_vars: dict, video_1_16: jax.Array, rng: jax.Array | None,
+           x0: jax.Array | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(z, mu, logvar) of frames x_1..x_16 (B, 16, H, W, 3); rng=None gives z = mu. Jit-friendly.
+
+  x0 (B, H, W, 3) is needed by encoders with `stage1.enc_x0_diff` (ignored otherwise).
+  """
+  return encoder.apply(enc_vars, video_1_16, rng, x0)
 
 
 def decode(decoder: Decoder, dec_vars: dict, x0: jax.Array, z: jax.Array) -> jax.Array:
@@ -58,7 +61,7 @@ def _abstract_models(config: ml_collections.ConfigDict, models: Stage1Models) ->
   x0 = jax.ShapeDtypeStruct((1, r, r, 3), jnp.float32)
   z = jax.ShapeDtypeStruct((1, s1.z_dim), jnp.float32)
   key = jax.random.PRNGKey(0)
-  return {"encoder": jax.eval_shape(models.encoder.init, key, video, key),
+  return {"encoder": jax.eval_shape(models.encoder.init, key, video, key, x0),
           "decoder": jax.eval_shape(models.decoder.init, key, x0, z)}
 
 

@@ -61,15 +61,25 @@ def check_stage1_config(config: ml_collections.ConfigDict) -> None:
                      "predict). Fix: --config.stage1.dt_window=12")
 
 
-def make_optimizer(config: ml_collections.ConfigDict, shapes_only: bool = False
+def make_optimizer(config: ml_collections.ConfigDict, shapes_only: bool = False,
+                   discriminator: bool = False
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """torch Adam (coupled wd) + per-epoch decay. Each optimiser counts its own updates, so the
   discriminators' lr decays from the end of warm-up, as the reference steps their schedulers
-  only after its pretrain epochs. `shapes_only`: for abstract states (see stage2_steps)."""
+  only after its pretrain epochs; `stage1.lr_cooldown_steps` (demo) anneals every lr to 0 at
+  the run's last step, so the discriminators' cooldown starts warm-up updates earlier in their
+  count. `shapes_only`: for abstract states (see stage2_steps)."""
   s1 = config.stage1
   steps = config_lib.steps_per_epoch(s1, default=1 if shapes_only else None)
+  cooldown, start = int(s1.get("lr_cooldown_steps", 0)), 0
+  if cooldown > 0 and not shapes_only:
+    total = config_lib.steps(s1)
+    cooldown = min(cooldown, total)  # A shorter run than the cooldown anneals all the way.
+    warmup = steps if s1.warmup_steps < 0 else int(s1.warmup_steps)  # -1: one epoch.
+    start = total - cooldown - (warmup if discriminator else 0)
   return optimizers.adam_coupled_wd(s1.lr, s1.b1, s1.b2, s1.weight_decay, steps,
-                                    s1.lr_decay_per_epoch)
+                                    s1.lr_decay_per_epoch, cooldown_start=start,
+                                    cooldown_steps=cooldown)
 
 
 def _frames(video: jax.Array) -> jax.Array:
@@ -116,8 +126,8 @@ def make_init_fn(config: ml_collections.ConfigDict, models: Stage1Models
     k_enc, k_z, k_dec, k_dt, k_ds = jax.random.split(rbg, 5)
     k_frames = jax.random.fold_in(k_state, 0)
     x0, target = video[:, 0], video[:, 1:]
-    enc = models.encoder.init(k_enc, target, k_z)
-    z, _, _ = models.encoder.apply(enc, target, k_z)
+    enc = models.encoder.init(k_enc, target, k_z, x0)
+    z, _, _ = models.encoder.apply(enc, target, k_z, x0)
     dec = models.decoder.init(k_dec, x0, z)
     fake = jax.lax.stop_gradient(models.decoder.apply(dec, x0, z))
     d_t = models.d_t.init(k_dt, target[:, :s1.dt_window])
@@ -142,6 +152,7 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
   (posterior-sampled reconstruction, per-video PSNR of the posterior mean)."""
   s1 = config.stage1
   tx, schedule = make_optimizer(config)
+  tx_d, _ = make_optimizer(config, discriminator=True)
   enc_m, dec_m, dt_m, ds_m = models
   w_r1 = config_lib.r1_weight(s1)
   d_first = s1.get("update_order", "d_first") == "d_first"
@@ -153,7 +164,7 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
     x0, target = video[:, 0], video[:, 1:]
 
     def forward(g_params):
-      z, mu, logvar = enc_m.apply(_with(state["encoder"], g_params["encoder"]), target, k_z)
+      z, mu, logvar = enc_m.apply(_with(state["encoder"], g_params["encoder"]), target, k_z, x0)
       fake, dec_upd = dec_m.apply(_with(state["decoder"], g_params["decoder"]), x0, z, True,
                                   mutable=[SPECTRAL])
       return (fake, mu, logvar), dec_upd
@@ -221,7 +232,7 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
     for key, opt_key, fn in (("d_t", "opt_dt", dt_loss), ("d_s", "opt_ds", ds_loss)):
       params = state[key]["params"]
       grads, (terms, upd) = jax.grad(fn, has_aux=True)(params)
-      updates, new[opt_key] = tx.update(grads, state[opt_key], params)
+      updates, new[opt_key] = tx_d.update(grads, state[opt_key], params)
       new[key] = {**_with(state[key], optax.apply_updates(params, updates)), **upd}
       metrics.update(terms)
       metrics[f"{key}_grad_norm"] = common.global_norm(grads)
@@ -261,7 +272,7 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
     decoder ignores z (posterior collapse), which PSNR alone cannot tell from slow learning.
     """
     x0, target = video[:, 0], video[:, 1:]
-    mu, _, _ = enc_m.apply(state["encoder"], target)
+    mu, _, _ = enc_m.apply(state["encoder"], target, None, x0)
     recon = dec_m.apply(state["decoder"], x0, mu)
     prior = dec_m.apply(state["decoder"], x0, jax.random.normal(rng, mu.shape))
     swapped = dec_m.apply(state["decoder"], x0, jnp.roll(mu, 1, axis=0))
@@ -272,7 +283,7 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
     """Validation: the reconstruction from a posterior SAMPLE (what the reference's best_PFVD
     scores) and the per-video PSNR of the posterior-mean reconstruction."""
     x0, target = video[:, 0], video[:, 1:]
-    z, mu, _ = enc_m.apply(models_state["encoder"], target, rng)
+    z, mu, _ = enc_m.apply(models_state["encoder"], target, rng, x0)
     sampled = dec_m.apply(models_state["decoder"], x0, z)
     return sampled, common.psnr(dec_m.apply(models_state["decoder"], x0, mu), target)
 

@@ -241,7 +241,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   else:
     k_init, k_z = jax.random.split(rng)
     with mesh:
-      z = steps["encode"](enc_vars, batch["video"][:, 1:], k_z)
+      z = steps["encode"](enc_vars, batch["video"], k_z)
     init_jit = parallel.SyncedFirstCall(jax.jit(init_fn, out_shardings=parallel.replicated(mesh)))
     state = init_jit(z, batch["video"][:, 0], batch.get("eta"), k_init)
     if embedder_is_frozen(s2) and s2.embedder_init:

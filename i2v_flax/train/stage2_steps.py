@@ -147,22 +147,22 @@ def make_init_fn(config: ml_collections.ConfigDict, flow: ConditionalFlow,
 def make_steps(config: ml_collections.ConfigDict, flow: ConditionalFlow, embedder: nn.Module,
                encoder: Any, decoder: Any, mesh: Mesh) -> dict[str, Callable]:
   """Jitted on the mesh:
-  'encode' (enc_vars, batch, rng) -> z            (frozen encoder, sampled z)
+  'encode' (enc_vars, video, rng) -> z            (frozen encoder, sampled z)
   'train'  (state, batch, enc_vars) -> (state, metrics)
   'sample' (state, dec_vars, batch, rng) -> (B, num_samples, 16, H, W, 3) videos
   """
   tx, schedule = make_optimizer(config)
   frozen_embedder = embedder_is_frozen(config.stage2)
 
-  def encode_z(enc_vars, video_1_16, rng):
+  def encode_z(enc_vars, video, rng):
     # Sampled z (not the mean), as the reference: the flow models q(z|x) marginalised over clips.
-    z, _, _ = stage1.encode(encoder, enc_vars, video_1_16, rng)
+    z, _, _ = stage1.encode(encoder, enc_vars, video[:, 1:], rng, video[:, 0])
     return jax.lax.stop_gradient(z)
 
   def train_step(state: State, batch: dict, enc_vars: dict) -> tuple[State, dict]:
-    x0, frames, eta = _split_batch(config, batch)
+    x0, _, eta = _split_batch(config, batch)
     rng, k_z, k_drop = jax.random.split(state["rng"], 3)
-    z = encode_z(enc_vars, frames, k_z)
+    z = encode_z(enc_vars, batch["video"], k_z)
     if eta is not None:
       keep = jax.random.bernoulli(k_drop, 1.0 - float(config.stage2.get("eta_dropout", 0.0)),
                                   eta.shape[:1])
