@@ -58,7 +58,7 @@ def test_transfer_onto_own_first_frame_is_the_reconstruction(model, clips):
   moved = model.transfer(video, video[:, 0], eta_a=eta, eta_b=eta)
   enc_vars = jax.device_get(model.variables["encoder"])
   dec_vars = jax.device_get(model.variables["decoder"])
-  _, mu, _ = stage1.encode(model.stage1_models.encoder, enc_vars, video[:, 1:], None)
+  _, mu, _ = stage1.encode(model.stage1_models.encoder, enc_vars, video[:, 1:], None, video[:, 0])
   recon = stage1.decode(model.stage1_models.decoder, dec_vars, video[:, 0], mu)
   np.testing.assert_allclose(moved, np.asarray(recon), atol=2e-4)
 
@@ -71,7 +71,8 @@ def test_encode_returns_the_nu_that_regenerates_the_video_latent(model, clips):
   cond = stage2.condition(model.embedder, variables["embedder"], video[:, 0],
                           optional_eta(model.config, eta))
   z = stage2.flow_forward(model.flow, variables["flow"], nu, cond)
-  _, mu, _ = stage1.encode(model.stage1_models.encoder, variables["encoder"], video[:, 1:], None)
+  _, mu, _ = stage1.encode(model.stage1_models.encoder, variables["encoder"], video[:, 1:], None,
+                           video[:, 0])
   np.testing.assert_allclose(np.asarray(z), np.asarray(mu), atol=1e-4)
 
 

@@ -35,7 +35,7 @@ def _fixed_nll(workdir, config, batch):
   cfg, v = stage2.restore_stage2(workdir)
   flow, embedder = stage2.build_flow(cfg)
   enc = stage1.build_models(cfg).encoder
-  _, mu, _ = stage1.encode(enc, s1["encoder"], batch["video"][:, 1:], None)
+  _, mu, _ = stage1.encode(enc, s1["encoder"], batch["video"][:, 1:], None, batch["video"][:, 0])
   cond = stage2.condition(embedder, v["embedder"], batch["video"][:, 0],
                           optional_eta(cfg, batch["eta"]))
   nu, logdet = stage2.flow_inverse(flow, v["flow"], mu, cond)
