@@ -10,7 +10,6 @@ Workdir layout (fixed; stage 2, sampling and evaluation rely on it):
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any, Callable, Iterator
 
