@@ -30,6 +30,7 @@ CHOICES = {
     "stage1.conv3d_impl": ("native", "taps", "fast", "auto"),
     "stage2.embedder": ("resnet_small", "resnet50"),
     "stage2.embedder_norm": ("in", "bn"),
+    "stage2.embedder_pool": ("mean", "flatten"),
     "stage2.control": ("", "bins", "continuous"),
     "stage1.r1_weighting": ("reference", "per_sample"),
     "stage1.update_order": ("d_first", "g_first"),

@@ -109,6 +109,7 @@ def base_config() -> ml_collections.ConfigDict:
   s2.embedder = "resnet_small"  # x_0 embedder: 'resnet_small' (2-D ResNet below) or 'resnet50' (the reference's, always frozen; weights from embedder_init).
   s2.embedder_norm = "in"  # resnet50 norm: 'in' (InstanceNorm: bair, iper, clouds, fire, vegetation) or 'bn' (BatchNorm stats: landscape, waterfall).
   s2.embedder_widths = (32, 64, 128, 256)  # 2-D ResNet embedder stage widths.
+  s2.embedder_pool = "mean"  # resnet_small's final map: 'mean' (global average) or 'flatten' (keeps where things are; demo departure).
   s2.freeze_embedder = False  # Train the x_0 embedder jointly (False) or keep it frozen.
   s2.embedder_init = ml_collections.FieldReference(None, field_type=str)  # Frozen embedder weights: a stage-2 workdir, or for resnet50 Encoder_stage2.pth / its state_dict as .npz.
   s2.control = ""  # '', 'bins' (bair: 3x10 one-hot) or 'continuous' (shapes/texture direction).

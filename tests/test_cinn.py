@@ -255,6 +255,30 @@ def test_embedder_shapes_and_gradient():
   assert float(jnp.abs(g["Conv_0"]["kernel"]).sum()) > 0
 
 
+@pytest.mark.parametrize("pool", ["mean", "flatten"])
+def test_embedder_pool_reads_the_final_map_as_named(pool):
+  """'mean' (default) projects the average of the final map; 'flatten' (demo) the whole map, so
+  c can say where things are in x_0."""
+  e = embedder.ImageEmbedder(widths=(4, 8), cond_dim=6, pool=pool)
+  x = jax.random.uniform(jax.random.PRNGKey(0), (2, 16, 16, 3), minval=-1, maxval=1)
+  v = e.init(jax.random.PRNGKey(1), x)
+  c, state = e.apply(v, x, capture_intermediates=True)
+  final = state["intermediates"]["ResBlock2D_1"]["__call__"][0]  # (2, 4, 4, 8)
+  feats = jnp.mean(final, axis=(1, 2)) if pool == "mean" else final.reshape(2, -1)
+  dense = v["params"]["Dense_0"]
+  assert dense["kernel"].shape == ((8, 6) if pool == "mean" else (4 * 4 * 8, 6))
+  np.testing.assert_allclose(c, feats @ dense["kernel"] + dense["bias"], rtol=1e-5, atol=1e-6)
+
+
+def test_embedder_pool_is_checked():
+  e = embedder.ImageEmbedder(widths=(4,), cond_dim=6, pool="max")
+  with pytest.raises(ValueError, match="embedder_pool=mean"):
+    e.init(jax.random.PRNGKey(1), jnp.zeros((1, 8, 8, 3)))
+  c = config_lib.load_config("configs/shapes.py:tiny")
+  assert config_lib.base_config().stage2.embedder_pool == "mean"  # The reference-like default.
+  assert embedder.build_embedder(c.stage2).pool == c.stage2.embedder_pool
+
+
 def _toy_gaussian(key, n):
   """z = A(c) nu + b(c) with lower-triangular A whose diagonal and off-diagonals depend on c."""
   kc, kn = jax.random.split(key)

@@ -50,12 +50,18 @@ class ImageEmbedder(nn.Module):
   """(B, H, W, 3) in [-1, 1] -> (B, cond_dim).
 
   Stem 3x3 conv, then one stride-2 stage per entry of `widths` (`blocks_per_stage` basic blocks
-  each), global average pooling and a Dense projection. Every stage halves the resolution, so
-  the four default stages take 64x64 to 4x4 (32x32 to 2x2) before pooling.
+  each), a pooling of the final map and a Dense projection. Every stage halves the resolution,
+  so the four default stages take 64x64 to 4x4 (32x32 to 2x2) before pooling.
+
+  `pool='mean'` (default) averages the final map: c then says *what* is in x_0 but hardly
+  *where*. `pool='flatten'` (a demo departure) feeds the whole map to the Dense, so c keeps the
+  layout; on `shapes` the flow needs object 0's start position to turn a requested final
+  position (eta) into a motion.
   """
   widths: Sequence[int] = (32, 64, 128, 256)
   cond_dim: int = 64
   blocks_per_stage: int = 1
+  pool: str = "mean"
 
   @nn.compact
   def __call__(self, x0: Array) -> Array:
@@ -64,8 +70,17 @@ class ImageEmbedder(nn.Module):
     for width in self.widths:
       for j in range(self.blocks_per_stage):
         h = ResBlock2D(width, stride=2 if j == 0 else 1)(h)
-    h = jnp.mean(h, axis=(1, 2))
+    if self.pool == "mean":
+      h = jnp.mean(h, axis=(1, 2))
+    elif self.pool == "flatten":
+      h = h.reshape(h.shape[0], -1)
+    else:
+      raise ValueError(f"ImageEmbedder pool={self.pool!r} is not 'mean' or 'flatten'. Fix: "
+                       "--config.stage2.embedder_pool=mean")
     return nn.Dense(self.cond_dim)(h)
+
+
+EMBEDDER_POOLS = ("mean", "flatten")
 
 
 EMBEDDERS = ("resnet_small", "resnet50")
@@ -77,7 +92,8 @@ def build_embedder(stage2_cfg) -> nn.Module:
   kind = stage2_cfg.get("embedder", "resnet_small")
   if kind == "resnet_small":
     return ImageEmbedder(widths=tuple(int(w) for w in stage2_cfg.embedder_widths),
-                         cond_dim=int(stage2_cfg.cond_dim))
+                         cond_dim=int(stage2_cfg.cond_dim),
+                         pool=str(stage2_cfg.get("embedder_pool", "mean")))
   if kind == "resnet50":
     from i2v_flax.models.resnet50 import ResNet50Embedder
     return ResNet50Embedder(cond_dim=int(stage2_cfg.cond_dim),
