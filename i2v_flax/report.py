@@ -80,7 +80,7 @@ def _test_clips(config: ml_collections.ConfigDict, count: int) -> dict[str, np.n
   return next(ds.as_numpy_iterator())
 
 
-def _control_etas(config: ml_collections.ConfigDict, clip_eta: np.ndarray,
+def control_etas(config: ml_collections.ConfigDict, clip_eta: np.ndarray,
                   clip_meta: dict[str, np.ndarray] | None = None) -> np.ndarray:
   """NUM_SAMPLES contrasting eta values for one x_0.
 
@@ -152,7 +152,7 @@ def _write_report(config: ml_collections.ConfigDict, workdir: str,
   # 3. Control: the same x_0 with different eta (on shapes: object 0 sent towards each corner).
   control_error = None
   if model.has_control:
-    etas = _control_etas(config, eta[0], {k: v[0] for k, v in clips.items()
+    etas = control_etas(config, eta[0], {k: v[0] for k, v in clips.items()
                                           if k not in ("video", "eta")})
     controlled = model.sample(np.repeat(x0[:1], len(etas), 0), 1, seed=2, eta=etas)[:, 0]
     files["control"] = _write_video(

@@ -129,3 +129,35 @@ def test_optional_control_is_scored_without_and_with_eta(tmp_path):
   assert out["cinn"]["shapes/final_pos_error"] == pytest.approx(
       out["static"]["shapes/final_pos_error"])
   assert out["static"]["shapes/final_pos_error"] > 3.0
+
+
+class _RollToEtaModel:
+  """Sends object 0 to eta by rolling x_0 (whole pixels) in every frame; `follow=False` holds x_0."""
+
+  def __init__(self, starts, follow=True):
+    self.starts, self.follow = starts, follow  # {x_0 bytes: object 0's start (x, y) in px}.
+
+  def sample(self, x0, num_samples, seed=0, eta=None):
+    out = []
+    for image, e in zip(np.asarray(x0), np.asarray(eta)):
+      shift = np.round(e[:2] * 32 - self.starts[image.tobytes()]).astype(int) * self.follow
+      out.append(np.repeat(np.roll(image, (shift[1], shift[0]), axis=(0, 1))[None], 16, 0))
+    return np.stack(out)[:, None].repeat(num_samples, 1)
+
+
+def test_control_to_corners_scores_a_follower_near_zero_and_a_static_model_at_the_distance():
+  from i2v_flax import config_lib
+  config = config_lib.load_config("configs/shapes.py:tiny")
+  examples = [_example(s) for s in range(3)]
+  videos = np.stack([e["video"] for e in examples]).astype(np.float32) / 127.5 - 1
+  meta = _meta(examples)
+  eta = np.concatenate([meta["positions"][:, -1, 0], np.zeros((3, 2))], 1).astype(np.float32)
+  clips = {"video": videos, "eta": eta, **meta}
+  starts = {v[0].tobytes(): p[0, 0] * 32 for v, p in zip(videos, meta["positions"])}
+  follow = demo_eval.control_to_corners(config, _RollToEtaModel(starts), clips)
+  still = demo_eval.control_to_corners(config, _RollToEtaModel(starts, follow=False), clips)
+  assert follow["num_x0"] == still["num_x0"] == 3
+  assert follow["found_fraction"] == still["found_fraction"] == 1.0
+  assert follow["final_pos_error_px"] < 1.0  # Whole-pixel rolls: <= 0.71 px, tracker +-0.25.
+  assert still["start_to_target_px"] > 5  # Reachable targets: mean speed x 16 frames away.
+  assert still["final_pos_error_px"] == pytest.approx(still["start_to_target_px"], abs=0.5)
