@@ -44,6 +44,31 @@ REPLICATED = P()
 BATCH = P(parallel.DATA_AXIS)
 
 
+class BoundTrailingArgs:
+  """A jitted (or AOT-compiled) function with its last arguments fixed, called with the leading
+  ones only; `.lower(...).compile()` gives a compiled function bound the same way, and other
+  attributes (`cost_analysis`, `as_text`, ...) are the wrapped function's. Unlike a closure, the
+  bound arrays stay arguments of the compiled computation instead of constants baked into it."""
+
+  def __init__(self, fn: Callable, *bound: Any):
+    self.fn, self.bound = fn, bound
+
+  def __call__(self, *args: Any) -> Any:
+    return self.fn(*args, *self.bound)
+
+  def lower(self, *args: Any) -> "BoundTrailingArgs":
+    lowered = self.fn.lower(*args, *self.bound)
+    return BoundTrailingArgs(lowered, *self.bound)
+
+  def compile(self) -> "BoundTrailingArgs":
+    return BoundTrailingArgs(self.fn.compile(), *self.bound)
+
+  def __getattr__(self, name: str) -> Any:
+    if name in ("fn", "bound"):  # Not set yet (e.g. while unpickling): no recursion.
+      raise AttributeError(name)
+    return getattr(self.fn, name)
+
+
 # ---------------------------------------------------------------------------- metrics
 def create_writer(logdir: str) -> metric_writers.MetricWriter:
   """TensorBoard + console writer on process 0; logging only elsewhere (no duplicate event files)."""

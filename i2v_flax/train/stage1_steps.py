@@ -172,12 +172,12 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
     outs, vjp_fn, dec_upd = jax.vjp(forward, g_params, has_aux=True)
     return g_params, outs, vjp_fn, dec_upd
 
-  def reconstruction_loss(outs, target):
+  def reconstruction_loss(outs, target, lpips_weights):
     fake, mu, logvar = outs
     terms = {"l1": losses.l1(fake, target), "kl": losses.kl_standard_normal(mu, logvar)}
     loss = s1.w_rec * terms["l1"] + s1.w_kl * terms["kl"]
     if s1.w_percep > 0:
-      terms["lpips"] = losses.perceptual(lpips_params, fake, target)
+      terms["lpips"] = losses.perceptual(lpips_weights, fake, target)
       loss = loss + s1.w_percep * terms["lpips"]
     return loss, terms
 
@@ -190,13 +190,13 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
                decoder={**_with(state["decoder"], g_params["decoder"]), **dec_upd})
     return new, dict(terms, g_grad_norm=common.global_norm(grads), lr=schedule(state["step"]))
 
-  def warmup_step(state: State, video: jax.Array):
+  def warmup_step(state: State, video: jax.Array, lpips_weights: Any):
     k_z, _, _ = step_keys(state)
     target = video[:, 1:]
     g_params, outs, vjp_fn, dec_upd = generator_forward(state, video, k_z)
 
     def g_loss(outs):
-      loss, terms = reconstruction_loss(outs, target)
+      loss, terms = reconstruction_loss(outs, target, lpips_weights)
       return loss, dict(terms, g_loss=loss)
 
     out_grads, terms = jax.grad(g_loss, has_aux=True)(outs)
@@ -237,7 +237,7 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
       metrics[f"{key}_grad_norm"] = common.global_norm(grads)
     return new, metrics
 
-  def adversarial_step(state: State, video: jax.Array):
+  def adversarial_step(state: State, video: jax.Array, lpips_weights: Any):
     k_z, k_win, k_frames = step_keys(state)
     target = video[:, 1:]
     start = window_start(k_win, target.shape[1], s1.dt_window)
@@ -251,7 +251,7 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
     _, real_feats = dt_m.apply(judge["d_t"], real_win)
 
     def g_loss(outs):
-      loss, terms = reconstruction_loss(outs, target)
+      loss, terms = reconstruction_loss(outs, target, lpips_weights)
       fake_logits, fake_feats = dt_m.apply(judge["d_t"], _window(outs[0], start, s1.dt_window))
       terms["g_t"] = losses.generator_adversarial(fake_logits)
       terms["fm"] = losses.feature_matching(real_feats, fake_feats)
@@ -287,9 +287,16 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
     return sampled, common.psnr(dec_m.apply(models_state["decoder"], x0, mu), target)
 
   R, B = common.REPLICATED, common.BATCH
+
+  def generator_step(step):
+    """(state, video) -> ...; the LPIPS weights are a bound jit *argument*: closed over, XLA
+    would bake VGG-16's 14.7M weights into each compiled step as constants."""
+    jitted = common.mesh_jit(step, mesh, (R, B, R), (R, R, B), donate_argnums=(0,))
+    return common.BoundTrailingArgs(jitted, lpips_params)
+
   return {
-      "g_warmup": common.mesh_jit(warmup_step, mesh, (R, B), (R, R, B), donate_argnums=(0,)),
-      "adv": common.mesh_jit(adversarial_step, mesh, (R, B), (R, R, B), donate_argnums=(0,)),
+      "g_warmup": generator_step(warmup_step),
+      "adv": generator_step(adversarial_step),
       "eval": common.mesh_jit(eval_fn, mesh, (R, B, R), (B, B, B, B)),
       "val_recon": common.mesh_jit(val_recon, mesh, (R, B, R), (B, B)),
   }
