@@ -81,7 +81,7 @@ def _test_clips(config: ml_collections.ConfigDict, count: int) -> dict[str, np.n
 
 
 def control_etas(config: ml_collections.ConfigDict, clip_eta: np.ndarray,
-                  clip_meta: dict[str, np.ndarray] | None = None) -> np.ndarray:
+                 clip_meta: dict[str, np.ndarray] | None = None) -> np.ndarray:
   """NUM_SAMPLES contrasting eta values for one x_0.
 
   On `shapes`: object 0 sent towards each of the four corners, to targets the data's physics
@@ -153,7 +153,7 @@ def _write_report(config: ml_collections.ConfigDict, workdir: str,
   control_error = None
   if model.has_control:
     etas = control_etas(config, eta[0], {k: v[0] for k, v in clips.items()
-                                          if k not in ("video", "eta")})
+                                         if k not in ("video", "eta")})
     controlled = model.sample(np.repeat(x0[:1], len(etas), 0), 1, seed=2, eta=etas)[:, 0]
     files["control"] = _write_video(
         paths.join(out, "control.gif"), video_io.grid(video_io.to_uint8(controlled)[None]),

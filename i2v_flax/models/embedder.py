@@ -80,9 +80,6 @@ class ImageEmbedder(nn.Module):
     return nn.Dense(self.cond_dim)(h)
 
 
-EMBEDDER_POOLS = ("mean", "flatten")
-
-
 EMBEDDERS = ("resnet_small", "resnet50")
 
 
