@@ -19,6 +19,11 @@ def l1(fake: jax.Array, real: jax.Array) -> jax.Array:
   return jnp.mean(jnp.abs(fake - real))
 
 
+def l2(fake: jax.Array, real: jax.Array) -> jax.Array:
+  """Mean squared error over every pixel of every frame: what PSNR scores (demo option)."""
+  return jnp.mean(jnp.square(fake - real))
+
+
 def kl_standard_normal(mu: jax.Array, logvar: jax.Array) -> jax.Array:
   """KL(N(mu, exp(logvar)) || N(0, I)): summed over latent dims, mean over the batch."""
   return jnp.mean(-0.5 * jnp.sum(1.0 + logvar - mu**2 - jnp.exp(logvar), axis=-1))
