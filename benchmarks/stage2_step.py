@@ -103,7 +103,7 @@ def main(argv):
                                        (("step_s", step_s), ("encoder_s", encoder_s),
                                         ("flow_step_s", flow_step_s))}})
   flops = {"step_s": bench_util.jit_flops(steps["train"], holder["state"], batch, enc_vars),
-           "encoder_s": bench_util.jit_flops(steps["encode"], enc_vars, batch["video"][:, 1:], key),
+           "encoder_s": bench_util.jit_flops(steps["encode"], enc_vars, batch["video"], key),
            "flow_step_s": bench_util.jit_flops(flow_step, fs["params"], fs["opt"])}
   out["throughput"] = {k: bench_util.throughput(f, out[k]) for k, f in flops.items()}
   out["machine"] = bench_util.machine_state()
