@@ -53,21 +53,34 @@ def test_l1_is_mean_abs():
   assert float(losses.l1(jnp.zeros((1, 2, 2, 2, 3)), jnp.full((1, 2, 2, 2, 3), -0.5))) == 0.5
 
 
+def _tiny_config(**stage1_overrides):
+  from i2v_flax import config_lib
+  c = config_lib.load_config("configs/shapes.py:tiny")
+  c.stage1.update(stage1_overrides)
+  return c
+
+
+def _tiny_steps(config, lpips_weights):
+  """(stage-1 steps, a fresh state, a sharded random 2-clip batch) for `config`."""
+  from i2v_flax import parallel
+  from i2v_flax.train import stage1, stage1_steps
+  mesh = parallel.make_mesh()
+  models = stage1.build_models(config)
+  steps = stage1_steps.make_steps(config, models, mesh, lpips_weights)
+  video = np.tanh(np.random.RandomState(0).randn(2, 17, 32, 32, 3)).astype(np.float32)
+  video = parallel.shard_batch(video, mesh)
+  state = jax.jit(stage1.make_init_fn(config, models))(video, jax.random.PRNGKey(0))
+  return steps, state, video
+
+
 def test_lpips_weights_are_an_argument_of_the_compiled_generator_step():
   """Closed over, VGG-16's 14.7M weights would be constants in the HLO (~2 bytes of text per
   byte of weights); as a bound argument the step's module stays small and the term is live."""
-  from i2v_flax import config_lib, parallel
+  from i2v_flax import parallel
   from i2v_flax.models import lpips
-  from i2v_flax.train import stage1, stage1_steps
-  c = config_lib.load_config("configs/shapes.py:tiny")
-  c.stage1.w_percep = 1.0
-  mesh = parallel.make_mesh()
-  models = stage1.build_models(c)
-  vgg = jax.device_put(lpips.load_lpips_params(), parallel.replicated(mesh))
-  steps = stage1_steps.make_steps(c, models, mesh, vgg)
-  video = np.tanh(np.random.RandomState(0).randn(2, 17, 32, 32, 3)).astype(np.float32)
-  video = parallel.shard_batch(video, mesh)
-  state = jax.jit(stage1.make_init_fn(c, models))(video, jax.random.PRNGKey(0))
+  c = _tiny_config(w_percep=1.0)
+  vgg = jax.device_put(lpips.load_lpips_params(), parallel.replicated(parallel.make_mesh()))
+  steps, state, video = _tiny_steps(c, vgg)
   vgg_bytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(vgg))
   assert vgg_bytes > 50e6
   assert len(steps["g_warmup"].lower(state, video).as_text()) < 0.1 * vgg_bytes
@@ -85,17 +98,10 @@ def test_l2_is_mean_square():
 def test_rec_loss_picks_the_reconstruction_term_of_the_generator_loss(rec_loss):
   """'l1' is the reference; 'l2' (demo option) trains on what PSNR scores. The step's g_loss is
   w_rec * that term + w_kl * KL, and the unused term is not what is optimised."""
-  from i2v_flax import config_lib, parallel
-  from i2v_flax.train import stage1, stage1_steps
+  from i2v_flax import config_lib
   assert config_lib.base_config().stage1.rec_loss == "l1"
-  c = config_lib.load_config("configs/shapes.py:tiny")
-  c.stage1.rec_loss = rec_loss
-  mesh = parallel.make_mesh()
-  models = stage1.build_models(c)
-  steps = stage1_steps.make_steps(c, models, mesh, None)
-  video = np.tanh(np.random.RandomState(0).randn(2, 17, 32, 32, 3)).astype(np.float32)
-  video = parallel.shard_batch(video, mesh)
-  state = jax.jit(stage1.make_init_fn(c, models))(video, jax.random.PRNGKey(0))
+  c = _tiny_config(rec_loss=rec_loss)
+  steps, state, video = _tiny_steps(c, None)
   _, metrics, fake = steps["g_warmup"](state, video)
   target = np.asarray(video)[:, 1:]
   rec = {"l1": np.mean(np.abs(np.asarray(fake) - target)),
@@ -105,8 +111,7 @@ def test_rec_loss_picks_the_reconstruction_term_of_the_generator_loss(rec_loss):
 
 
 def test_rec_loss_is_checked():
-  from i2v_flax import config_check, config_lib
-  c = config_lib.load_config("configs/shapes.py:tiny")
-  c.stage1.rec_loss = "mse"
+  from i2v_flax import config_check
+  c = _tiny_config(rec_loss="mse")
   with pytest.raises(ValueError, match="rec_loss"):
     config_check.check_config(c)

@@ -175,7 +175,7 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
   def reconstruction_loss(outs, target, lpips_weights):
     fake, mu, logvar = outs
     terms = {"l1": losses.l1(fake, target), "kl": losses.kl_standard_normal(mu, logvar)}
-    if s1.rec_loss == "l2":  # Demo departure: the metric's own loss (README).
+    if s1.rec_loss == "l2":  # Not the reference: PSNR's own loss (tried for the demo, README).
       terms["l2"] = losses.l2(fake, target)
     loss = s1.w_rec * terms[s1.rec_loss] + s1.w_kl * terms["kl"]
     if s1.w_percep > 0:
