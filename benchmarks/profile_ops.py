@@ -35,7 +35,8 @@ import bench_util as flops_lib  # benchmarks/ is the script's directory, so on s
 import targets
 
 config_flags.DEFINE_config_file("config", "configs/bair.py", "Config file.")
-flags.DEFINE_enum("target", "stage1", ["stage1", "stage2", "sample"], "Which computation.")
+flags.DEFINE_enum("target", "stage1", ["stage1", "stage1_warmup", "stage2", "sample"],
+                  "Which computation (stage1_warmup: the G step without GAN terms).")
 flags.DEFINE_integer("batch", 0, "Batch size override (0: the config's; sample: 1).")
 flags.DEFINE_integer("steps", 1, "Traced calls after the compile (the first call is not traced).")
 flags.DEFINE_integer("top", 12, "Also list the N slowest instructions with their HLO.")

@@ -66,9 +66,10 @@ def stage2_setup(config: ml_collections.ConfigDict, batch: int = 0) -> dict[str,
           "embedder": embedder, "key": key, "z": z}
 
 
-def _stage1(config: ml_collections.ConfigDict, batch: int) -> tuple[Callable, tuple]:
+def _stage1(config: ml_collections.ConfigDict, batch: int, step: str = "adv"
+            ) -> tuple[Callable, tuple]:
   s = stage1_setup(config, batch)
-  return s["steps"]["adv"], (s["state"], s["video"])
+  return s["steps"][step], (s["state"], s["video"])
 
 
 def _stage2(config: ml_collections.ConfigDict, batch: int) -> tuple[Callable, tuple]:
@@ -115,14 +116,16 @@ def build(target: str, config: ml_collections.ConfigDict, batch: int = 0
   """(jitted fn, args, batch size) for 'stage1', 'stage2' or 'sample'."""
   # Epoch lengths only set lr schedules here; a per-video epoch (dtdb) assumes 100 videos.
   config = config_lib.resolve_epochs(config, num_train_videos=100)
-  fn, args = {"stage1": _stage1, "stage2": _stage2, "sample": _sample}[target](config, batch)
-  size = {"stage1": lambda: config.stage1.batch_size, "stage2": lambda: config.stage2.batch_size,
-          "sample": lambda: batch or 1}[target]()
+  # 'stage1_warmup': the generator step without GAN terms (all the demo's stage 1 runs).
+  fn, args = {"stage1": _stage1, "stage2": _stage2, "sample": _sample,
+              "stage1_warmup": lambda c, b: _stage1(c, b, "g_warmup")}[target](config, batch)
+  size = {"stage2": config.stage2.batch_size, "sample": batch or 1}.get(
+      target, config.stage1.batch_size)
   return fn, args, int(size)
 
 
 def next_args(target: str, args: tuple, out: Any) -> tuple:
   """Arguments of the next call: the training steps donate their state, so feed the new one."""
-  if target in ("stage1", "stage2"):
+  if target in ("stage1", "stage1_warmup", "stage2"):
     return (out[0],) + tuple(args[1:])
   return args

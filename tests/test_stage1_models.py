@@ -133,7 +133,8 @@ def test_actnorm_initialises_from_the_init_batch():
 
 def test_decoder_demo_options_default_to_the_reference():
   """dec_coords / dec_output are demo departures: the paper configs build the reference decoder
-  (no coordinate inputs, no warp head), and switching them on changes exactly those parameters."""
+  (no coordinate inputs, no blend/warp head), and switching them on changes exactly those
+  parameters."""
   from i2v_flax.models.decoder import Decoder
   x0, z = jnp.zeros((1, 32, 32, 3)), jnp.zeros((1, 8))
   kw = dict(nf=2, up_t=(2, 2, 2, 2, 1), up_s=(2, 2, 1, 1, 2), spade_hidden=4)
@@ -143,6 +144,8 @@ def test_decoder_demo_options_default_to_the_reference():
   ref = jax.eval_shape(Decoder(**kw).init, KEY, x0, z)["params"]
   demo = jax.eval_shape(Decoder(**kw, coords=True, output="warp").init, KEY, x0, z)["params"]
   assert "warp_head" not in ref and "warp_head" in demo
+  blend = jax.eval_shape(Decoder(**kw, output="blend").init, KEY, x0, z)["params"]
+  assert set(blend) - set(ref) == {"blend_head"}
   for block in ("head", "g0", "g4"):
     k_ref, k_demo = ref[block]["conv0"]["kernel"].shape, demo[block]["conv0"]["kernel"].shape
     assert k_demo[:3] == k_ref[:3] and k_demo[3] == k_ref[3] + 3  # + (t, y, x) channels.
@@ -197,17 +200,26 @@ def test_warp_bilinear_shifts_and_has_the_right_flow_gradient():
   np.testing.assert_allclose(jax.grad(f)(d), (f(d + eps) - f(d - eps)) / (2 * eps), rtol=2e-2)
 
 
-def test_fresh_warp_head_blends_x0_and_the_generated_frame_equally():
-  """Zero-initialised warp head: flow 0 and mask 0.5, so output = (x_0 + rgb) / 2."""
+@pytest.mark.parametrize("output", ["blend", "warp"])
+def test_fresh_mixing_head_blends_x0_and_the_generated_frame_equally(output):
+  """Zero-initialised blend/warp head: flow 0 and mask 0.5, so output = (x_0 + rgb) / 2; a mask
+  driven to 1 returns x_0 itself in every frame, driven to 0 the generated frames."""
   from i2v_flax.models.decoder import Decoder
   x0 = jax.random.uniform(KEY, (1, 32, 32, 3), minval=-1, maxval=1)
   z = jax.random.normal(KEY, (1, 8))
   kw = dict(nf=2, up_t=(2, 2, 2, 2, 1), up_s=(2, 2, 1, 1, 2), spade_hidden=4, coords=True)
-  warp = Decoder(**kw, output="warp")
-  variables = warp.init(KEY, x0, z)
-  rgb = Decoder(**kw).apply({k: {n: p for n, p in v.items() if n != "warp_head"}
+  mixed = Decoder(**kw, output=output)
+  variables = mixed.init(KEY, x0, z)
+  head = f"{output}_head"
+  assert variables["params"][head]["kernel"].shape[-1] == {"blend": 1, "warp": 3}[output]
+  rgb = Decoder(**kw).apply({k: {n: p for n, p in v.items() if n != head}
                              for k, v in variables.items()}, x0, z)
-  np.testing.assert_allclose(warp.apply(variables, x0, z), 0.5 * (x0[:, None] + rgb), atol=1e-5)
+  np.testing.assert_allclose(mixed.apply(variables, x0, z), 0.5 * (x0[:, None] + rgb), atol=1e-5)
+  for logit, want in ((30.0, jnp.broadcast_to(x0[:, None], rgb.shape)), (-30.0, rgb)):
+    bias = variables["params"][head]["bias"].at[-1].set(logit)
+    moved = jax.tree_util.tree_map(lambda a: a, variables)
+    moved["params"][head]["bias"] = bias
+    np.testing.assert_allclose(mixed.apply(moved, x0, z), want, atol=1e-5)
 
 
 def test_remat_decoder_has_the_same_parameters_outputs_and_gradients():

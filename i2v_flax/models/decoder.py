@@ -100,8 +100,10 @@ class Decoder(nn.Module):
   nearest-neighbour temporal upsampling, the blocks can only tell repeated frames apart through
   the zero padding of their temporal convolutions; explicit (t, y, x) channels give every block
   the time and place it is rendering, so "the object is at p_0 + v t" is a local computation.
-  `output='warp'` (off by default) blends the generated frame with x_0 warped by a predicted
-  flow, `m * warp(x_0, flow) + (1 - m) * rgb`, so pixels that only move keep x_0's exact colours.
+  `output='blend'` (off by default) mixes the generated frame with x_0 through a predicted mask,
+  `m * x_0 + (1 - m) * rgb`: a static background is copied exactly instead of redrawn through
+  the few full-resolution channels, which then only have to draw what moved. `output='warp'`
+  also moves x_0 by a predicted flow first, `m * warp(x_0, flow) + (1 - m) * rgb`.
   """
 
   nf: int = 64
@@ -112,7 +114,7 @@ class Decoder(nn.Module):
   impl: str = "native"
   dtype: str = "float32"
   coords: bool = False
-  output: str = "rgb"  # 'rgb' (reference) or 'warp' (demo departure, see below).
+  output: str = "rgb"  # 'rgb' (reference), 'blend' or 'warp' (demo departures, see above).
   # Recompute each block's activations in the backward pass instead of keeping them (same
   # parameters and gradients, ~15 % more step FLOPs at bair). For accelerators, whose memory is
   # the limit; XLA-CPU's buffer plan did not shrink with it (bair batch 10: 21.4 GB of
@@ -141,15 +143,18 @@ class Decoder(nn.Module):
     rgb = jnp.tanh(Conv(3, (3, 3, 3), impl=self.impl, dtype=self.dtype, name="out")(x))
     if self.output == "rgb":
       return rgb
-    if self.output != "warp":
-      raise ValueError(f"Decoder output={self.output!r} is not 'rgb' or 'warp'. Fix: "
+    if self.output not in ("blend", "warp"):
+      raise ValueError(f"Decoder output={self.output!r} is not 'rgb', 'blend' or 'warp'. Fix: "
                        "--config.stage1.dec_output=rgb")
     # Zero-initialised: a fresh head copies x_0 (flow 0) and the generated frame half-half.
-    head = nn.Conv(3, (3, 3, 3), padding=1, kernel_init=nn.initializers.zeros,
-                   name="warp_head")(x)
-    flow = head[..., :2] * (x0.shape[1] / 4.0)  # Pixels; a unit output moves a quarter frame.
-    mask = nn.sigmoid(head[..., 2:])
-    return mask * warp_bilinear(x0, flow) + (1 - mask) * rgb
+    head = Conv(1 if self.output == "blend" else 3, (3, 3, 3), impl=self.impl, dtype=self.dtype,
+                kernel_init=nn.initializers.zeros, name=f"{self.output}_head")(x)
+    mask = nn.sigmoid(head[..., -1:])
+    if self.output == "blend":
+      source = x0[:, None].astype(rgb.dtype)
+    else:
+      source = warp_bilinear(x0, head[..., :2] * (x0.shape[1] / 4.0))  # A unit moves 1/4 frame.
+    return mask * source + (1 - mask) * rgb
 
 
 def make_decoder(config: ml_collections.ConfigDict) -> Decoder:

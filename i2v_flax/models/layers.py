@@ -12,7 +12,7 @@ Parameters are float32; `dtype` is the compute dtype of the convolution only.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -132,6 +132,7 @@ class Conv(nn.Module):
   spectral_norm: bool = False
   impl: str = "native"  # 'native', 'taps' (3-D) or 'fast'; resolved by resolve_conv3d_impl.
   dtype: str = "float32"  # Compute dtype; parameters stay float32.
+  kernel_init: Callable = nn.initializers.lecun_normal()  # zeros: a head that starts as a no-op.
 
   @nn.compact
   def __call__(self, x: jax.Array, update_stats: bool = False) -> jax.Array:
@@ -147,7 +148,7 @@ class Conv(nn.Module):
       pad = tuple((0, 0) for _ in k)
     else:
       pad = tuple(tuple(p) for p in self.padding)
-    kernel = self.param("kernel", nn.initializers.lecun_normal(), k + (x.shape[-1], self.features),
+    kernel = self.param("kernel", self.kernel_init, k + (x.shape[-1], self.features),
                         jnp.float32)
     if self.spectral_norm:
       kernel = spectral_normalize(self, kernel, update_stats)
