@@ -55,7 +55,7 @@ _RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "data.num_parallel_calls": ("-1 (AUTOTUNE) or > 0", lambda v: v == -1 or v > 0),
     "stage1.z_dim": _POS, "stage1.dec_nf": _POS, "stage1.spade_hidden": _POS,
     "stage1.dt_window": _POS, "stage1.ds_num_frames": _POS, "stage1.ds_width": _POS,
-    "stage1.w_rec": _NONNEG, "stage1.w_percep": _NONNEG, "stage1.w_kl": _NONNEG,
+    "stage1.w_rec": _NONNEG, "stage1.w_rec_unmixed": _NONNEG, "stage1.w_percep": _NONNEG, "stage1.w_kl": _NONNEG,
     "stage1.w_t": _NONNEG, "stage1.w_fm": _NONNEG, "stage1.w_gp": _NONNEG,
     "stage1.lr": _POS, "stage1.b1": _UNIT, "stage1.b2": _UNIT, "stage1.weight_decay": _NONNEG,
     "stage1.lr_decay_per_epoch": _DECAY, "stage1.warmup_steps": ("-1 (one epoch) or >= 0", lambda v: v >= -1),

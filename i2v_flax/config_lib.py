@@ -64,6 +64,7 @@ def base_config() -> ml_collections.ConfigDict:
   s1.ds_num_frames = 20  # D_S sees this many frames drawn from the batch.
   s1.ds_width = 64  # D_S first-layer width (then x2, x4, x8).
   s1.w_rec = 10.0  # Weight of the reconstruction loss.
+  s1.w_rec_unmixed = 0.0  # dec_output blend/warp: same loss on the frames before mixing, x w_rec.
   s1.rec_loss = "l1"  # Reconstruction loss: 'l1' (reference) or 'l2' (mean squared error; tried for the demo, not used: README).
   s1.w_percep = 30.0  # Weight of the LPIPS-VGG perceptual loss (0 = no VGG weights needed).
   s1.w_kl = 1e-5  # beta: weight of the KL term.

@@ -115,3 +115,26 @@ def test_rec_loss_is_checked():
   c = _tiny_config(rec_loss="mse")
   with pytest.raises(ValueError, match="rec_loss"):
     config_check.check_config(c)
+
+
+def test_unmixed_frames_get_their_own_reconstruction_loss():
+  """dec_output='blend' with w_rec_unmixed: g_loss adds w_rec * w_rec_unmixed * L1 of the frames
+  before mixing. A fresh blend head mixes half-half, so those frames are 2 * fake - x_0."""
+  c = _tiny_config(dec_output="blend", w_rec_unmixed=0.5)
+  steps, state, video = _tiny_steps(c, None)
+  _, metrics, fake = steps["g_warmup"](state, video)
+  v = np.asarray(video)
+  unmixed = 2 * np.asarray(fake) - v[:, :1]
+  np.testing.assert_allclose(float(metrics["rec_unmixed"]), np.mean(np.abs(unmixed - v[:, 1:])),
+                             rtol=1e-4)
+  expected = (c.stage1.w_rec * (float(metrics["l1"]) + 0.5 * float(metrics["rec_unmixed"]))
+              + c.stage1.w_kl * float(metrics["kl"]))
+  assert float(metrics["g_loss"]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_unmixed_loss_without_a_mixing_decoder_is_an_error():
+  from i2v_flax import config_lib, errors
+  from i2v_flax.train import stage1_steps
+  assert config_lib.base_config().stage1.w_rec_unmixed == 0.0
+  with pytest.raises(errors.InvalidInput, match="dec_output=blend"):
+    stage1_steps.check_stage1_config(_tiny_config(w_rec_unmixed=1.0))

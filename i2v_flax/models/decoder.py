@@ -150,6 +150,9 @@ class Decoder(nn.Module):
     head = Conv(1 if self.output == "blend" else 3, (3, 3, 3), impl=self.impl, dtype=self.dtype,
                 kernel_init=nn.initializers.zeros, name=f"{self.output}_head")(x)
     mask = nn.sigmoid(head[..., -1:])
+    # The frames before mixing, for stage1.w_rec_unmixed: without a loss of their own the mask
+    # settles on copying x_0 everywhere and the generated frames stop learning (README).
+    self.sow("intermediates", "unmixed", rgb)
     if self.output == "blend":
       source = x0[:, None].astype(rgb.dtype)
     else:

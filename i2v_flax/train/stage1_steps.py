@@ -58,6 +58,11 @@ def check_stage1_config(config: ml_collections.ConfigDict) -> None:
   if not 1 <= s1.dt_window <= frames:
     raise errors.InvalidInput(f"stage1.dt_window={s1.dt_window} must be in [1, {frames}] (frames to "
                      "predict). Fix: --config.stage1.dt_window=12")
+  if s1.get("w_rec_unmixed", 0.0) > 0 and s1.get("dec_output", "rgb") == "rgb":
+    raise errors.InvalidInput(
+        "stage1.w_rec_unmixed > 0 scores the frames before they are mixed with x_0, but "
+        "stage1.dec_output='rgb' mixes nothing. Fix: --config.stage1.dec_output=blend or "
+        "--config.stage1.w_rec_unmixed=0")
 
 
 def make_optimizer(config: ml_collections.ConfigDict, shapes_only: bool = False,
@@ -158,26 +163,37 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
   if s1.w_percep > 0 and lpips_params is None:
     raise errors.InvalidInput("stage1.w_percep > 0 needs the LPIPS weights (load_lpips_params()).")
 
+  unmixed = s1.get("w_rec_unmixed", 0.0) > 0
+
   def generator_forward(state: State, video: jax.Array, k_z: jax.Array):
-    """(fake, mu, logvar) as a function of the generator params, kept for one backward pass."""
+    """(fake, mu, logvar[, frames before mixing]) as a function of the generator params, kept
+    for one backward pass."""
     x0, target = video[:, 0], video[:, 1:]
 
     def forward(g_params):
       z, mu, logvar = enc_m.apply(_with(state["encoder"], g_params["encoder"]), target, k_z, x0)
       fake, dec_upd = dec_m.apply(_with(state["decoder"], g_params["decoder"]), x0, z, True,
-                                  mutable=[SPECTRAL])
-      return (fake, mu, logvar), dec_upd
+                                  mutable=[SPECTRAL] + (["intermediates"] if unmixed else []))
+      if not unmixed:
+        return (fake, mu, logvar), dec_upd
+      dec_upd = dict(dec_upd)
+      return (fake, mu, logvar, dec_upd.pop("intermediates")["unmixed"][0]), dec_upd
 
     g_params = {k: state[k]["params"] for k in MODEL_KEYS}
     outs, vjp_fn, dec_upd = jax.vjp(forward, g_params, has_aux=True)
     return g_params, outs, vjp_fn, dec_upd
 
+  rec = {"l1": losses.l1, "l2": losses.l2}[s1.rec_loss]  # l2: not the reference (README).
+
   def reconstruction_loss(outs, target, lpips_weights):
-    fake, mu, logvar = outs
+    fake, mu, logvar = outs[:3]
     terms = {"l1": losses.l1(fake, target), "kl": losses.kl_standard_normal(mu, logvar)}
-    if s1.rec_loss == "l2":  # Not the reference: PSNR's own loss (tried for the demo, README).
+    if s1.rec_loss == "l2":
       terms["l2"] = losses.l2(fake, target)
     loss = s1.w_rec * terms[s1.rec_loss] + s1.w_kl * terms["kl"]
+    if unmixed:
+      terms["rec_unmixed"] = rec(outs[3], target)
+      loss = loss + s1.w_rec * s1.w_rec_unmixed * terms["rec_unmixed"]
     if s1.w_percep > 0:
       terms["lpips"] = losses.perceptual(lpips_weights, fake, target)
       loss = loss + s1.w_percep * terms["lpips"]
