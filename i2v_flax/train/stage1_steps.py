@@ -187,9 +187,9 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
 
   def reconstruction_loss(outs, target, lpips_weights):
     fake, mu, logvar = outs[:3]
-    terms = {"l1": losses.l1(fake, target), "kl": losses.kl_standard_normal(mu, logvar)}
-    if s1.rec_loss == "l2":
-      terms["l2"] = losses.l2(fake, target)
+    terms = {s1.rec_loss: rec(fake, target), "kl": losses.kl_standard_normal(mu, logvar)}
+    if s1.rec_loss != "l1":
+      terms["l1"] = losses.l1(fake, target)  # Logged whichever loss trains.
     loss = s1.w_rec * terms[s1.rec_loss] + s1.w_kl * terms["kl"]
     if unmixed:
       terms["rec_unmixed"] = rec(outs[3], target)
