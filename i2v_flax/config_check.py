@@ -26,7 +26,7 @@ KNOWN_METRICS = ("fvd", "lpips", "div_vgg", "div_i3d", "fid", "dtfvd", "shapes")
 CHOICES = {
     "compute_dtype": ("float32", "bfloat16"),
     "data.name": config_lib.KNOWN_DATASETS,
-    "stage1.dec_output": ("rgb", "blend", "warp"),
+    "stage1.dec_output": ("rgb", "blend", "warp", "softwarp"),
     "stage1.rec_loss": ("l1", "l2"),
     "stage1.conv3d_impl": ("native", "taps", "fast", "auto"),
     "stage2.embedder": ("resnet_small", "resnet50"),
@@ -185,6 +185,13 @@ def check_config(config: ml_collections.ConfigDict, device_count: int | None = N
       raise InvalidInput(
           f"config.{stage}.batch_size={bs} is not divisible by the {device_count} devices. Fix: "
           f"--config.{stage}.batch_size={max(device_count, bs // device_count * device_count)}.")
+  micro, bs = int(config.stage1.get("microbatches", 1)), int(config.stage1.batch_size)
+  if micro < 1 or bs % (micro * device_count):
+    raise InvalidInput(
+        f"config.stage1.microbatches={micro} must be >= 1 and split batch_size={bs} into equal "
+        f"microbatches that each shard over the {device_count} devices (batch_size divisible by "
+        f"microbatches x devices). Fix: --config.stage1.microbatches=1, or a divisor of "
+        f"{bs // device_count}.")
 
 
 def check_mode(mode: str) -> None:

@@ -55,7 +55,7 @@ def base_config() -> ml_collections.ConfigDict:
   s1.dec_up_t = (2, 2, 2, 2, 1)  # Decoder temporal upsampling before g0..g4 (product = 16 frames).
   s1.dec_up_s = (2, 2, 2, 2, 1)  # Decoder spatial upsampling before g0..g4 (4 * product = resolution).
   s1.dec_coords = False  # Demo departure: (t, y, x) channels into every decoder block (README).
-  s1.dec_output = "rgb"  # 'rgb' (reference), 'blend' (mask-mix with x_0), 'warp' (moved x_0).
+  s1.dec_output = "rgb"  # 'rgb' (reference), 'blend' (mask-mix with x_0), 'warp' (moved x_0), 'softwarp' (Gaussian-kernel warp).
   s1.spade_hidden = 128  # Width of SPADE's hidden 2-D conv on x_0.
   s1.spectral_norm = True  # Spectral norm on decoder convs and discriminators (one power iteration per step).
   s1.dt_widths = (64, 64, 128, 256, 512)  # Temporal discriminator stem + 4 stage widths.
@@ -95,6 +95,10 @@ def base_config() -> ml_collections.ConfigDict:
   s1.sample_every = 1000  # GIF grid [input | reconstruction | prior sample] every N steps.
   s1.checkpoint_every = 1000  # Checkpoint interval in steps.
   s1.keep_checkpoints = 3  # How many checkpoints to keep.
+  # Gradient accumulation: the step runs batch_size / microbatches videos at a time (the same
+  # update, exactly; the adversarial step then runs the generator forward twice). For a batch
+  # whose activations do not fit in memory, e.g. bair batch 10 on a 24 GB CPU machine.
+  s1.microbatches = 1
   s1.remat = False  # Recompute decoder blocks in the backward pass (for accelerator memory; ~15 % more FLOPs).
   s1.conv3d_impl = "auto"  # 'native', 'taps', 'fast' (custom-VJP convs, models/fast_conv.py) or 'auto' (fast on CPU, native elsewhere).
 

@@ -9,7 +9,9 @@ steps do not pay for discriminators they ignore) and 'adv', the reference's orde
 one generator forward kept as a `jax.vjp`, D_T and D_S step on the detached fakes, the
 generator's loss is taken against the updated discriminators (`update_order='d_first'`; or the
 old ones, 'g_first') and its gradient pulled back through the saved forward. So the update
-order costs nothing: one generator forward and backward per step either way.
+order costs nothing: one generator forward and backward per step either way. With
+`stage1.microbatches` > 1 both steps accumulate the gradient over microbatches (microbatch.py),
+and 'adv' runs the generator forward once more, for the fakes the D step sees first.
 Random draws are shared within a step, as the reference: one D_T window for real and fake in
 both phases, and one set of D_S frame indices (drawn with replacement) for real and fake frames
 in the D step and the fake frames in the G step.
@@ -32,7 +34,7 @@ from i2v_flax.models.discriminators import (SpatialDiscriminator, TemporalDiscri
                                             make_temporal_discriminator)
 from i2v_flax.models.encoder import Encoder, make_encoder
 from i2v_flax.models.layers import SPECTRAL
-from i2v_flax.train import common, optimizers
+from i2v_flax.train import common, microbatch, optimizers
 
 State = dict[str, Any]
 MODEL_KEYS = ("encoder", "decoder")
@@ -145,6 +147,10 @@ def make_init_fn(config: ml_collections.ConfigDict, models: Stage1Models
   return init
 
 
+def generator_params(state: State) -> dict:
+  return {k: state[k]["params"] for k in MODEL_KEYS}
+
+
 def _with(variables: dict, params: Any) -> dict:
   return {**variables, "params": params}
 
@@ -164,14 +170,21 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
     raise errors.InvalidInput("stage1.w_percep > 0 needs the LPIPS weights (load_lpips_params()).")
 
   unmixed = s1.get("w_rec_unmixed", 0.0) > 0
+  microbatches = int(s1.get("microbatches", 1))
 
-  def generator_forward(state: State, video: jax.Array, k_z: jax.Array):
+  def z_noise(k_z: jax.Array, video: jax.Array) -> jax.Array:
+    """The step's reparameterisation noise, one row per video, drawn for the whole batch so the
+    same step split into microbatches samples the same z."""
+    return jax.random.normal(k_z, (video.shape[0], s1.z_dim))
+
+  def generator_forward(state: State, video: jax.Array, eps: jax.Array):
     """(fake, mu, logvar[, frames before mixing]) as a function of the generator params, kept
-    for one backward pass."""
+    for one backward pass. eps: the reparameterisation noise of these videos (z_noise)."""
     x0, target = video[:, 0], video[:, 1:]
 
     def forward(g_params):
-      z, mu, logvar = enc_m.apply(_with(state["encoder"], g_params["encoder"]), target, k_z, x0)
+      _, mu, logvar = enc_m.apply(_with(state["encoder"], g_params["encoder"]), target, None, x0)
+      z = mu + jnp.exp(0.5 * logvar) * eps.astype(mu.dtype)
       fake, dec_upd = dec_m.apply(_with(state["decoder"], g_params["decoder"]), x0, z, True,
                                   mutable=[SPECTRAL] + (["intermediates"] if unmixed else []))
       if not unmixed:
@@ -179,7 +192,7 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
       dec_upd = dict(dec_upd)
       return (fake, mu, logvar, dec_upd.pop("intermediates")["unmixed"][0]), dec_upd
 
-    g_params = {k: state[k]["params"] for k in MODEL_KEYS}
+    g_params = generator_params(state)
     outs, vjp_fn, dec_upd = jax.vjp(forward, g_params, has_aux=True)
     return g_params, outs, vjp_fn, dec_upd
 
@@ -199,8 +212,7 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
       loss = loss + s1.w_percep * terms["lpips"]
     return loss, terms
 
-  def apply_generator(state, g_params, vjp_fn, out_grads, dec_upd, terms):
-    (grads,) = vjp_fn(out_grads)
+  def apply_generator(state, g_params, grads, dec_upd, terms):
     updates, opt_g = tx.update(grads, state["opt_g"], g_params)
     g_params = optax.apply_updates(g_params, updates)
     new = dict(state, step=state["step"] + 1, opt_g=opt_g,
@@ -210,16 +222,21 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
 
   def warmup_step(state: State, video: jax.Array, lpips_weights: Any):
     k_z, _, _ = step_keys(state)
-    target = video[:, 1:]
-    g_params, outs, vjp_fn, dec_upd = generator_forward(state, video, k_z)
 
-    def g_loss(outs):
-      loss, terms = reconstruction_loss(outs, target, lpips_weights)
-      return loss, dict(terms, g_loss=loss)
+    def micro_grads(_, video, eps):
+      _, outs, vjp_fn, dec_upd = generator_forward(state, video, eps)
 
-    out_grads, terms = jax.grad(g_loss, has_aux=True)(outs)
-    new, metrics = apply_generator(state, g_params, vjp_fn, out_grads, dec_upd, terms)
-    return new, metrics, jax.lax.stop_gradient(outs[0])
+      def g_loss(outs):
+        loss, terms = reconstruction_loss(outs, video[:, 1:], lpips_weights)
+        return loss / microbatches, dict(terms, g_loss=loss)
+
+      out_grads, terms = jax.grad(g_loss, has_aux=True)(outs)
+      return vjp_fn(out_grads)[0], (dec_upd, terms, jax.lax.stop_gradient(outs[0]))
+
+    grads, (dec_upd, terms, fake) = microbatch.accumulate(micro_grads, microbatches, video,
+                                                           z_noise(k_z, video))
+    new, metrics = apply_generator(state, generator_params(state), grads, dec_upd, terms)
+    return new, metrics, fake
 
   def update_discriminators(state: State, real_win, fake_win, real_frames, fake_frames):
     """One optimiser step of D_T (hinge + R1) and D_S (hinge) on detached fakes."""
@@ -255,30 +272,80 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
       metrics[f"{key}_grad_norm"] = common.global_norm(grads)
     return new, metrics
 
+  def temporal_terms(judge: State, fake: jax.Array, target: jax.Array, start: jax.Array):
+    """The generator's D_T terms on the step's window of these videos, scored by `judge`."""
+    _, real_feats = dt_m.apply(judge["d_t"], _window(target, start, s1.dt_window))
+    fake_logits, fake_feats = dt_m.apply(judge["d_t"], _window(fake, start, s1.dt_window))
+    return {"g_t": losses.generator_adversarial(fake_logits),
+            "fm": losses.feature_matching(real_feats, fake_feats)}
+
   def adversarial_step(state: State, video: jax.Array, lpips_weights: Any):
+    if microbatches > 1:
+      return adversarial_step_microbatched(state, video, lpips_weights)
     k_z, k_win, k_frames = step_keys(state)
     target = video[:, 1:]
     start = window_start(k_win, target.shape[1], s1.dt_window)
     idx = frame_indices(k_frames, target, s1.ds_num_frames)
-    g_params, outs, vjp_fn, dec_upd = generator_forward(state, video, k_z)
+    g_params, outs, vjp_fn, dec_upd = generator_forward(state, video, z_noise(k_z, video))
     fake = jax.lax.stop_gradient(outs[0])
     real_win = _window(target, start, s1.dt_window)
     after_d, d_metrics = update_discriminators(state, real_win, _window(fake, start, s1.dt_window),
                                                _frames(target)[idx], _frames(fake)[idx])
     judge = after_d if d_first else state  # The discriminators the generator is scored by.
-    _, real_feats = dt_m.apply(judge["d_t"], real_win)
 
     def g_loss(outs):
       loss, terms = reconstruction_loss(outs, target, lpips_weights)
-      fake_logits, fake_feats = dt_m.apply(judge["d_t"], _window(outs[0], start, s1.dt_window))
-      terms["g_t"] = losses.generator_adversarial(fake_logits)
-      terms["fm"] = losses.feature_matching(real_feats, fake_feats)
+      terms.update(temporal_terms(judge, outs[0], target, start))
       terms["g_s"] = losses.generator_adversarial(ds_m.apply(judge["d_s"], _frames(outs[0])[idx]))
       loss = loss + terms["g_s"] + s1.w_t * terms["g_t"] + s1.w_fm * terms["fm"]
       return loss, dict(terms, g_loss=loss)
 
     out_grads, terms = jax.grad(g_loss, has_aux=True)(outs)
-    new, metrics = apply_generator(after_d, g_params, vjp_fn, out_grads, dec_upd, terms)
+    new, metrics = apply_generator(after_d, g_params, vjp_fn(out_grads)[0], dec_upd, terms)
+    return new, {**metrics, **d_metrics}, fake
+
+  def adversarial_step_microbatched(state: State, video: jax.Array, lpips_weights: Any):
+    """The same update as `adversarial_step`, computed `microbatches` videos at a time.
+
+    The discriminators must see every fake before the generator is scored by them, so the
+    generator runs forward twice: once, without keeping activations, for the fakes the D step
+    needs; once per microbatch with its backward. Every loss is a mean over equal microbatches,
+    so summing each microbatch's share of the gradient gives the whole batch's. D_S scores frames
+    drawn across the whole batch: each microbatch scores them all with only its own frames live.
+    """
+    k_z, k_win, k_frames = step_keys(state)
+    target = video[:, 1:]
+    start = window_start(k_win, target.shape[1], s1.dt_window)
+    idx = frame_indices(k_frames, target, s1.ds_num_frames)
+    eps = z_noise(k_z, video)
+    fake_of = lambda v, e: generator_forward(state, v, e)[1][0]  # noqa: E731
+    fake = microbatch.join(jax.lax.map(lambda ve: fake_of(*ve), (
+        microbatch.split(video, microbatches), microbatch.split(eps, microbatches))))
+    fake = jax.lax.stop_gradient(fake)
+    real_win = _window(target, start, s1.dt_window)
+    after_d, d_metrics = update_discriminators(state, real_win, _window(fake, start, s1.dt_window),
+                                               _frames(target)[idx], _frames(fake)[idx])
+    judge = after_d if d_first else state
+    fake_split = microbatch.split(fake, microbatches)
+
+    def micro_grads(j, video, eps):
+      _, outs, vjp_fn, dec_upd = generator_forward(state, video, eps)
+      target = video[:, 1:]
+
+      def g_loss(outs):
+        loss, terms = reconstruction_loss(outs, target, lpips_weights)
+        terms.update(temporal_terms(judge, outs[0], target, start))
+        loss = loss + s1.w_t * terms["g_t"] + s1.w_fm * terms["fm"]
+        live = microbatch.join(jax.lax.dynamic_update_index_in_dim(fake_split, outs[0], j, 0))
+        terms["g_s"] = losses.generator_adversarial(ds_m.apply(judge["d_s"], _frames(live)[idx]))
+        total = loss / microbatches + terms["g_s"]  # g_s: this microbatch's frames' share.
+        return total, dict(terms, g_loss=loss + terms["g_s"])
+
+      out_grads, terms = jax.grad(g_loss, has_aux=True)(outs)
+      return vjp_fn(out_grads)[0], (dec_upd, terms)
+
+    grads, (dec_upd, terms) = microbatch.accumulate(micro_grads, microbatches, video, eps)
+    new, metrics = apply_generator(after_d, generator_params(state), grads, dec_upd, terms)
     return new, {**metrics, **d_metrics}, fake
 
   def eval_fn(state: State, video: jax.Array, rng: jax.Array):
