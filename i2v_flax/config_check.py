@@ -26,7 +26,7 @@ KNOWN_METRICS = ("fvd", "lpips", "div_vgg", "div_i3d", "fid", "dtfvd", "shapes")
 CHOICES = {
     "compute_dtype": ("float32", "bfloat16"),
     "data.name": config_lib.KNOWN_DATASETS,
-    "stage1.dec_output": ("rgb", "blend", "warp", "softwarp"),
+    "stage1.dec_output": ("rgb", "blend", "warp"),
     "stage1.rec_loss": ("l1", "l2"),
     "stage1.conv3d_impl": ("native", "taps", "fast", "auto"),
     "stage2.embedder": ("resnet_small", "resnet50"),

@@ -55,7 +55,7 @@ def base_config() -> ml_collections.ConfigDict:
   s1.dec_up_t = (2, 2, 2, 2, 1)  # Decoder temporal upsampling before g0..g4 (product = 16 frames).
   s1.dec_up_s = (2, 2, 2, 2, 1)  # Decoder spatial upsampling before g0..g4 (4 * product = resolution).
   s1.dec_coords = False  # Demo departure: (t, y, x) channels into every decoder block (README).
-  s1.dec_output = "rgb"  # 'rgb' (reference), 'blend' (mask-mix with x_0), 'warp' (moved x_0), 'softwarp' (Gaussian-kernel warp).
+  s1.dec_output = "rgb"  # 'rgb' (reference), 'blend' (mask-mix with x_0), 'warp' (moved x_0).
   s1.spade_hidden = 128  # Width of SPADE's hidden 2-D conv on x_0.
   s1.spectral_norm = True  # Spectral norm on decoder convs and discriminators (one power iteration per step).
   s1.dt_widths = (64, 64, 128, 256, 512)  # Temporal discriminator stem + 4 stage widths.

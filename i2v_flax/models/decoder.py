@@ -55,24 +55,6 @@ def warp_bilinear(image: jax.Array, flow: jax.Array) -> jax.Array:
   return top * (1 - wy) + bottom * wy
 
 
-def warp_gaussian(image: jax.Array, flow: jax.Array, sigma: jax.Array) -> jax.Array:
-  """Backward warp with a Gaussian kernel: out[b, t, y, x] = sum_k w_k image[b, k], w ~ N(s, sigma^2).
-
-  s = (x + flow_x, y + flow_y) as in `warp_bilinear`, sigma (B, T, H, W) in pixels. Bilinear
-  sampling gives the flow a gradient only from the pixels next to s, so a flow that starts at 0
-  never learns to fetch an object several pixels away; a wide kernel sees it. The weights are
-  normalised over the frame and separable (a softmax over columns times one over rows).
-  """
-  _, h, w, _ = image.shape
-  ys, xs = jnp.meshgrid(jnp.arange(h, dtype=flow.dtype), jnp.arange(w, dtype=flow.dtype),
-                        indexing="ij")
-  inv = 0.5 / jnp.square(sigma)[..., None]
-  wx = jax.nn.softmax(-jnp.square((xs + flow[..., 0])[..., None] - jnp.arange(w)) * inv, -1)
-  wy = jax.nn.softmax(-jnp.square((ys + flow[..., 1])[..., None] - jnp.arange(h)) * inv, -1)
-  rows = jnp.einsum("bthwk,bykc->bthwyc", wx, image.astype(flow.dtype))
-  return jnp.einsum("bthwy,bthwyc->bthwc", wy, rows)
-
-
 def upsample_nearest(x: jax.Array, factors: Sequence[int]) -> jax.Array:
   """Nearest-neighbour upsampling of (B, T, H, W, C) by integer factors (t, h, w)."""
   for axis, f in zip((1, 2, 3), factors):
@@ -121,9 +103,7 @@ class Decoder(nn.Module):
   `output='blend'` (off by default) mixes the generated frame with x_0 through a predicted mask,
   `m * x_0 + (1 - m) * rgb`: a static background is copied exactly instead of redrawn through
   the few full-resolution channels, which then only have to draw what moved. `output='warp'`
-  also moves x_0 by a predicted flow first, `m * warp(x_0, flow) + (1 - m) * rgb`;
-  `output='softwarp'` samples with a predicted-width Gaussian instead of bilinearly
-  (`warp_gaussian`), so the flow learns from objects several pixels away.
+  also moves x_0 by a predicted flow first, `m * warp(x_0, flow) + (1 - m) * rgb`.
   """
 
   nf: int = 64
@@ -134,7 +114,7 @@ class Decoder(nn.Module):
   impl: str = "native"
   dtype: str = "float32"
   coords: bool = False
-  output: str = "rgb"  # 'rgb' (reference); 'blend', 'warp', 'softwarp' (demo departures, above).
+  output: str = "rgb"  # 'rgb' (reference), 'blend' or 'warp' (demo departures, see above).
   # Recompute each block's activations in the backward pass instead of keeping them (same
   # parameters and gradients, ~15 % more step FLOPs at bair). For accelerators, whose memory is
   # the limit; XLA-CPU's buffer plan did not shrink with it (bair batch 10: 21.4 GB of
@@ -163,12 +143,11 @@ class Decoder(nn.Module):
     rgb = jnp.tanh(Conv(3, (3, 3, 3), impl=self.impl, dtype=self.dtype, name="out")(x))
     if self.output == "rgb":
       return rgb
-    head_channels = {"blend": 1, "warp": 3, "softwarp": 4}
-    if self.output not in head_channels:
-      raise ValueError(f"Decoder output={self.output!r} is not 'rgb', 'blend', 'warp' or "
-                       "'softwarp'. Fix: --config.stage1.dec_output=rgb")
+    if self.output not in ("blend", "warp"):
+      raise ValueError(f"Decoder output={self.output!r} is not 'rgb', 'blend' or 'warp'. Fix: "
+                       "--config.stage1.dec_output=rgb")
     # Zero-initialised: a fresh head copies x_0 (flow 0) and the generated frame half-half.
-    head = Conv(head_channels[self.output], (3, 3, 3), impl=self.impl, dtype=self.dtype,
+    head = Conv(1 if self.output == "blend" else 3, (3, 3, 3), impl=self.impl, dtype=self.dtype,
                 kernel_init=nn.initializers.zeros, name=f"{self.output}_head")(x)
     mask = nn.sigmoid(head[..., -1:])
     # The frames before mixing, for stage1.w_rec_unmixed: without a loss of their own the mask
@@ -176,11 +155,8 @@ class Decoder(nn.Module):
     self.sow("intermediates", "unmixed", rgb)
     if self.output == "blend":
       source = x0[:, None].astype(rgb.dtype)
-    elif self.output == "warp":
+    else:
       source = warp_bilinear(x0, head[..., :2] * (x0.shape[1] / 4.0))  # A unit moves 1/4 frame.
-    else:  # A fresh kernel is 1/8 of the frame wide (4 px at 32x32), 1/32 at the least.
-      sigma = x0.shape[1] * (1 / 32 + nn.softplus(head[..., 2] + 2.95) / 32)
-      source = warp_gaussian(x0, head[..., :2] * (x0.shape[1] / 4.0), sigma)
     return mask * source + (1 - mask) * rgb
 
 
