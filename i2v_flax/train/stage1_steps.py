@@ -238,8 +238,12 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
     new, metrics = apply_generator(state, generator_params(state), grads, dec_upd, terms)
     return new, metrics, fake
 
-  def update_discriminators(state: State, real_win, fake_win, real_frames, fake_frames):
-    """One optimiser step of D_T (hinge + R1) and D_S (hinge) on detached fakes."""
+  def update_discriminators(state: State, target: jax.Array, fake: jax.Array, start: jax.Array,
+                            idx: jax.Array) -> tuple[State, dict, State]:
+    """One optimiser step of D_T (hinge + R1, on the step's window) and D_S (hinge, on the
+    step's frames) on detached fakes; also returns the discriminators G is scored by."""
+    real_win, fake_win = _window(target, start, s1.dt_window), _window(fake, start, s1.dt_window)
+    real_frames, fake_frames = _frames(target)[idx], _frames(fake)[idx]
     n = real_frames.shape[0]
 
     def dt_loss(params):
@@ -270,7 +274,7 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
       new[key] = {**_with(state[key], optax.apply_updates(params, updates)), **upd}
       metrics.update(terms)
       metrics[f"{key}_grad_norm"] = common.global_norm(grads)
-    return new, metrics
+    return new, metrics, (new if d_first else state)
 
   def temporal_terms(judge: State, fake: jax.Array, target: jax.Array, start: jax.Array):
     """The generator's D_T terms on the step's window of these videos, scored by `judge`."""
@@ -288,10 +292,7 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
     idx = frame_indices(k_frames, target, s1.ds_num_frames)
     g_params, outs, vjp_fn, dec_upd = generator_forward(state, video, z_noise(k_z, video))
     fake = jax.lax.stop_gradient(outs[0])
-    real_win = _window(target, start, s1.dt_window)
-    after_d, d_metrics = update_discriminators(state, real_win, _window(fake, start, s1.dt_window),
-                                               _frames(target)[idx], _frames(fake)[idx])
-    judge = after_d if d_first else state  # The discriminators the generator is scored by.
+    after_d, d_metrics, judge = update_discriminators(state, target, fake, start, idx)
 
     def g_loss(outs):
       loss, terms = reconstruction_loss(outs, target, lpips_weights)
@@ -318,14 +319,10 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
     start = window_start(k_win, target.shape[1], s1.dt_window)
     idx = frame_indices(k_frames, target, s1.ds_num_frames)
     eps = z_noise(k_z, video)
-    fake_of = lambda v, e: generator_forward(state, v, e)[1][0]  # noqa: E731
-    fake = microbatch.join(jax.lax.map(lambda ve: fake_of(*ve), (
-        microbatch.split(video, microbatches), microbatch.split(eps, microbatches))))
-    fake = jax.lax.stop_gradient(fake)
-    real_win = _window(target, start, s1.dt_window)
-    after_d, d_metrics = update_discriminators(state, real_win, _window(fake, start, s1.dt_window),
-                                               _frames(target)[idx], _frames(fake)[idx])
-    judge = after_d if d_first else state
+    fake = jax.lax.stop_gradient(microbatch.join(jax.lax.map(
+        lambda ve: generator_forward(state, *ve)[1][0],
+        (microbatch.split(video, microbatches), microbatch.split(eps, microbatches)))))
+    after_d, d_metrics, judge = update_discriminators(state, target, fake, start, idx)
     fake_split = microbatch.split(fake, microbatches)
 
     def micro_grads(j, video, eps):
