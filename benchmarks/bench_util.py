@@ -37,7 +37,8 @@ def machine_state() -> dict[str, Any]:
 
 
 def compiled_flops(compiled: Any) -> float:
-  """FLOPs of one call of a compiled computation (XLA cost analysis; 0 if unavailable)."""
+  """FLOPs of one call of a compiled (or lowered) computation (XLA cost analysis; 0 if
+  unavailable). A loop body is counted once, whatever its trip count."""
   cost = compiled.cost_analysis()
   if isinstance(cost, (list, tuple)):  # Older jax: one dict per device program.
     cost = cost[0] if cost else {}

@@ -9,13 +9,14 @@ L1/KL[/LPIPS], D_T and D_S generator terms, feature matching, backward, Adam), t
 (no GAN terms), and the D step (D_T hinge + per-sample R1 and D_S hinge, both Adam updates).
 """
 
+import copy
 import json
 import resource
 import statistics
 import time
 
 import jax
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from i2v_flax import config_lib
@@ -40,6 +41,9 @@ def _time(fn, args, n):
   compile_s = time.perf_counter() - t
   _FLOPS[fn] = bench_util.compiled_flops(compiled)
   _MEMORY[fn] = bench_util.compiled_memory_gb(compiled)
+  # Progress on stderr: a large batch can take many minutes per call, and a run stopped early
+  # should still say how far it got.
+  logging.info("compiled in %.1f s (XLA plan %s GB)", compile_s, _MEMORY[fn])
   if FLAGS.compile_only:
     return 0.0, compile_s, args
   times, out = [], None
@@ -47,8 +51,25 @@ def _time(fn, args, n):
     t = time.perf_counter()
     out = jax.block_until_ready(compiled(*args))
     times.append(time.perf_counter() - t)
+    logging.info("call %d: %.2f s", len(times), times[-1])
     args = (out[0],) + tuple(args[1:])
   return statistics.median(times), compile_s, out
+
+
+def _one_pass_flops(config, setup: dict, name: str) -> float:
+  """FLOPs of step `name` computed in one pass (microbatches=1), from its lowered module.
+
+  XLA's cost analysis counts a loop body once, so a step that accumulates `microbatches` in a
+  lax.scan would be under-counted about k-fold. The one-pass step is the same update, so its
+  FLOPs are the model FLOPs of the microbatched one (without the G forward it recomputes for
+  the D step); lowering only traces, so a batch too large to run still gets its count.
+  """
+  from i2v_flax.train.stage1_steps import make_steps
+  one_pass = copy.deepcopy(config)
+  with one_pass.unlocked():
+    one_pass.stage1.microbatches = 1
+  steps = make_steps(one_pass, setup["models"], setup["mesh"], setup["lpips_params"])
+  return bench_util.compiled_flops(steps[name].lower(setup["state"], setup["video"]))
 
 
 def main(argv):
@@ -61,7 +82,12 @@ def main(argv):
   r = config.data.resolution
   counts = {k: common.count_params(state[k]["params"]) for k in ("encoder", "decoder", "d_t", "d_s")}
   # One adversarial iteration (D_T, D_S and G updates) is one jitted step since issue 14.
+  microbatched = int(s1.get("microbatches", 1)) > 1
+  if microbatched:  # Before the timed calls: they donate the state.
+    adv_flops = _one_pass_flops(config, setup, "adv")
   it_s, it_compile, out = _time(steps["adv"], (state, video), FLAGS.steps)
+  if microbatched:
+    _FLOPS[steps["adv"]] = adv_flops
   state = out[0]
   result = {
       "backend": jax.default_backend(), "devices": jax.device_count(),
@@ -79,7 +105,11 @@ def main(argv):
     print(json.dumps(result))
     return
   if FLAGS.warmup_step:
+    if microbatched:
+      warmup_flops = _one_pass_flops(config, dict(setup, state=state), "g_warmup")
     w_s, w_compile, _ = _time(steps["g_warmup"], (state, video), FLAGS.steps)
+    if microbatched:
+      _FLOPS[steps["g_warmup"]] = warmup_flops
     result["g_warmup_step_s"] = round(w_s, 4)
     result["compile_s"]["g_warmup"] = round(w_compile, 1)
   result["throughput"] = {k: bench_util.throughput(_FLOPS[steps[k]], result[v])

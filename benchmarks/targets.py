@@ -37,7 +37,8 @@ def stage1_setup(config: ml_collections.ConfigDict, batch: int = 0) -> dict[str,
     lpips_params = jax.device_put(lpips.load_lpips_params(), parallel.replicated(mesh))
   steps = make_steps(config, models, mesh, lpips_params)
   state = jax.jit(make_init_fn(config, models))(video, jax.random.PRNGKey(0))
-  return {"steps": steps, "state": state, "video": video, "models": models}
+  return {"steps": steps, "state": state, "video": video, "models": models, "mesh": mesh,
+          "lpips_params": lpips_params}
 
 
 def stage2_setup(config: ml_collections.ConfigDict, batch: int = 0) -> dict[str, Any]:
