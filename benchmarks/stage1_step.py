@@ -35,11 +35,13 @@ _FLOPS = {}  # jitted step -> model FLOPs per call (XLA cost analysis of the com
 _MEMORY = {}  # jitted step -> XLA's buffer plan in GB.
 
 
-def _time(fn, args, n):
+def _time(fn, args, n, flops=None):
+  """(median call seconds, compile seconds, last output); flops: the model FLOPs where XLA's
+  count of the compiled step is wrong (a microbatched step: see _one_pass_flops)."""
   t = time.perf_counter()
   compiled = fn.lower(*args).compile()
   compile_s = time.perf_counter() - t
-  _FLOPS[fn] = bench_util.compiled_flops(compiled)
+  _FLOPS[fn] = bench_util.compiled_flops(compiled) if flops is None else flops
   _MEMORY[fn] = bench_util.compiled_memory_gb(compiled)
   # Progress on stderr: a large batch can take many minutes per call, and a run stopped early
   # should still say how far it got.
@@ -56,8 +58,8 @@ def _time(fn, args, n):
   return statistics.median(times), compile_s, out
 
 
-def _one_pass_flops(config, setup: dict, name: str) -> float:
-  """FLOPs of step `name` computed in one pass (microbatches=1), from its lowered module.
+def _one_pass_flops(config, setup: dict) -> dict[str, float]:
+  """FLOPs of each stage-1 step computed in one pass (microbatches=1), from its lowered module.
 
   XLA's cost analysis counts a loop body once, so a step that accumulates `microbatches` in a
   lax.scan would be under-counted about k-fold. The one-pass step is the same update, so its
@@ -69,7 +71,8 @@ def _one_pass_flops(config, setup: dict, name: str) -> float:
   with one_pass.unlocked():
     one_pass.stage1.microbatches = 1
   steps = make_steps(one_pass, setup["models"], setup["mesh"], setup["lpips_params"])
-  return bench_util.compiled_flops(steps[name].lower(setup["state"], setup["video"]))
+  return {name: bench_util.compiled_flops(steps[name].lower(setup["state"], setup["video"]))
+          for name in ("adv", "g_warmup")}
 
 
 def main(argv):
@@ -82,12 +85,9 @@ def main(argv):
   r = config.data.resolution
   counts = {k: common.count_params(state[k]["params"]) for k in ("encoder", "decoder", "d_t", "d_s")}
   # One adversarial iteration (D_T, D_S and G updates) is one jitted step since issue 14.
-  microbatched = int(s1.get("microbatches", 1)) > 1
-  if microbatched:  # Before the timed calls: they donate the state.
-    adv_flops = _one_pass_flops(config, setup, "adv")
-  it_s, it_compile, out = _time(steps["adv"], (state, video), FLAGS.steps)
-  if microbatched:
-    _FLOPS[steps["adv"]] = adv_flops
+  # Counted before the timed calls, which donate the state.
+  flops = _one_pass_flops(config, setup) if int(s1.get("microbatches", 1)) > 1 else {}
+  it_s, it_compile, out = _time(steps["adv"], (state, video), FLAGS.steps, flops.get("adv"))
   state = out[0]
   result = {
       "backend": jax.default_backend(), "devices": jax.device_count(),
@@ -105,11 +105,8 @@ def main(argv):
     print(json.dumps(result))
     return
   if FLAGS.warmup_step:
-    if microbatched:
-      warmup_flops = _one_pass_flops(config, dict(setup, state=state), "g_warmup")
-    w_s, w_compile, _ = _time(steps["g_warmup"], (state, video), FLAGS.steps)
-    if microbatched:
-      _FLOPS[steps["g_warmup"]] = warmup_flops
+    w_s, w_compile, _ = _time(steps["g_warmup"], (state, video), FLAGS.steps,
+                              flops.get("g_warmup"))
     result["g_warmup_step_s"] = round(w_s, 4)
     result["compile_s"]["g_warmup"] = round(w_compile, 1)
   result["throughput"] = {k: bench_util.throughput(_FLOPS[steps[k]], result[v])
