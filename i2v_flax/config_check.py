@@ -29,6 +29,7 @@ CHOICES = {
     "stage1.dec_output": ("rgb", "blend", "warp"),
     "stage1.rec_loss": ("l1", "l2"),
     "stage1.conv3d_impl": ("native", "taps", "fast", "auto"),
+    "stage1.microbatch_loop": ("auto", "scan", "host"),
     "stage2.embedder": ("resnet_small", "resnet50"),
     "stage2.embedder_norm": ("in", "bn"),
     "stage2.embedder_pool": ("mean", "flatten"),

@@ -99,6 +99,7 @@ def base_config() -> ml_collections.ConfigDict:
   # update, exactly; the adversarial step then runs the generator forward twice). For a batch
   # whose activations do not fit in memory, e.g. bair batch 10 on a 24 GB CPU machine.
   s1.microbatches = 1
+  s1.microbatch_loop = "auto"  # 'scan' (one jitted step), 'host' (one jitted call per microbatch: XLA-CPU runs a loop body's convs ~7x slower) or 'auto' (host on CPU, scan elsewhere).
   s1.remat = False  # Recompute decoder blocks in the backward pass (for accelerator memory; ~15 % more FLOPs).
   s1.conv3d_impl = "auto"  # 'native', 'taps', 'fast' (custom-VJP convs, models/fast_conv.py) or 'auto' (fast on CPU, native elsewhere).
 

@@ -333,13 +333,15 @@ def test_bfloat16_compute_gives_finite_losses_and_float32_parameters():
                                             jax.tree_util.tree_leaves(after)))
 
 
-@pytest.mark.parametrize("step_name", ["g_warmup", "adv"])
-def test_microbatched_step_equals_the_whole_batch_step(step_name):
+@pytest.mark.parametrize("step_name,loop", [("g_warmup", "scan"), ("adv", "scan"),
+                                           ("g_warmup", "host"), ("adv", "host")])
+def test_microbatched_step_equals_the_whole_batch_step(step_name, loop):
   """stage1.microbatches=2 accumulates the gradient over two halves of the batch (the adversarial
-  step with D stepped first on all the fakes, and D_S scoring frames drawn across the batch): the
-  update, the fakes and the logged terms equal the one-pass step's."""
+  step with D stepped first on all the fakes, and D_S scoring frames drawn across the batch),
+  in a lax.scan or one jitted call per microbatch: the update, the fakes and the logged terms
+  equal the one-pass step's."""
   c = config_lib.resolve_epochs(_config())
-  c.stage1.batch_size = 4
+  c.stage1.batch_size, c.stage1.microbatch_loop = 4, loop
   mesh, models = parallel.make_mesh(), stage1.build_models(c)
   video = parallel.shard_batch(_batch(3, b=4)["video"], mesh)
   state = jax.jit(stage1.make_init_fn(c, models))(video, jax.random.PRNGKey(0))

@@ -178,8 +178,9 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
     return jax.random.normal(k_z, (video.shape[0], s1.z_dim))
 
   def generator_forward(state: State, video: jax.Array, eps: jax.Array):
-    """(fake, mu, logvar[, frames before mixing]) as a function of the generator params, kept
-    for one backward pass. eps: the reparameterisation noise of these videos (z_noise)."""
+    """(outs, vjp_fn, spectral updates): outs = (fake, mu, logvar[, frames before mixing]) as a
+    function of the generator params, kept for one backward pass through vjp_fn. eps: the
+    reparameterisation noise of these videos (z_noise)."""
     x0, target = video[:, 0], video[:, 1:]
 
     def forward(g_params):
@@ -192,9 +193,7 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
       dec_upd = dict(dec_upd)
       return (fake, mu, logvar, dec_upd.pop("intermediates")["unmixed"][0]), dec_upd
 
-    g_params = generator_params(state)
-    outs, vjp_fn, dec_upd = jax.vjp(forward, g_params, has_aux=True)
-    return g_params, outs, vjp_fn, dec_upd
+    return jax.vjp(forward, generator_params(state), has_aux=True)
 
   rec = {"l1": losses.l1, "l2": losses.l2}[s1.rec_loss]  # l2: not the reference (README).
 
@@ -212,7 +211,8 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
       loss = loss + s1.w_percep * terms["lpips"]
     return loss, terms
 
-  def apply_generator(state, g_params, grads, dec_upd, terms):
+  def apply_generator(state, grads, dec_upd, terms):
+    g_params = generator_params(state)  # The D step leaves them as they were.
     updates, opt_g = tx.update(grads, state["opt_g"], g_params)
     g_params = optax.apply_updates(g_params, updates)
     new = dict(state, step=state["step"] + 1, opt_g=opt_g,
@@ -220,23 +220,27 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
                decoder={**_with(state["decoder"], g_params["decoder"]), **dec_upd})
     return new, dict(terms, g_grad_norm=common.global_norm(grads), lr=schedule(state["step"]))
 
+  def warmup_micro_grads(state: State, video: jax.Array, lpips_weights: Any, j):
+    """Microbatch j's share of the warm-up step's generator gradient, its fakes and terms."""
+    eps = microbatch.take(z_noise(step_keys(state)[0], video), microbatches, j)
+    video = microbatch.take(video, microbatches, j)
+    outs, vjp_fn, dec_upd = generator_forward(state, video, eps)
+
+    def g_loss(outs):
+      loss, terms = reconstruction_loss(outs, video[:, 1:], lpips_weights)
+      return loss / microbatches, dict(terms, g_loss=loss)
+
+    out_grads, terms = jax.grad(g_loss, has_aux=True)(outs)
+    return vjp_fn(out_grads)[0], (dec_upd, terms, jax.lax.stop_gradient(outs[0]))
+
+  def finish_warmup(state: State, grads: Any, aux: tuple):
+    dec_upd, terms, fake = aux
+    return (*apply_generator(state, grads, dec_upd, terms), fake)
+
   def warmup_step(state: State, video: jax.Array, lpips_weights: Any):
-    k_z, _, _ = step_keys(state)
-
-    def micro_grads(_, video, eps):
-      _, outs, vjp_fn, dec_upd = generator_forward(state, video, eps)
-
-      def g_loss(outs):
-        loss, terms = reconstruction_loss(outs, video[:, 1:], lpips_weights)
-        return loss / microbatches, dict(terms, g_loss=loss)
-
-      out_grads, terms = jax.grad(g_loss, has_aux=True)(outs)
-      return vjp_fn(out_grads)[0], (dec_upd, terms, jax.lax.stop_gradient(outs[0]))
-
-    grads, (dec_upd, terms, fake) = microbatch.accumulate(micro_grads, microbatches, video,
-                                                           z_noise(k_z, video))
-    new, metrics = apply_generator(state, generator_params(state), grads, dec_upd, terms)
-    return new, metrics, fake
+    grads, aux = microbatch.accumulate(
+        lambda j: warmup_micro_grads(state, video, lpips_weights, j), microbatches)
+    return finish_warmup(state, grads, aux)
 
   def update_discriminators(state: State, target: jax.Array, fake: jax.Array, start: jax.Array,
                             idx: jax.Array) -> tuple[State, dict, State]:
@@ -283,14 +287,19 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
     return {"g_t": losses.generator_adversarial(fake_logits),
             "fm": losses.feature_matching(real_feats, fake_feats)}
 
+  def step_draws(state: State, video: jax.Array):
+    """(k_z, D_T window start, D_S frame indices) of the step `state` is about to take."""
+    k_z, k_win, k_frames = step_keys(state)
+    target = video[:, 1:]
+    return (k_z, window_start(k_win, target.shape[1], s1.dt_window),
+            frame_indices(k_frames, target, s1.ds_num_frames))
+
   def adversarial_step(state: State, video: jax.Array, lpips_weights: Any):
     if microbatches > 1:
       return adversarial_step_microbatched(state, video, lpips_weights)
-    k_z, k_win, k_frames = step_keys(state)
+    k_z, start, idx = step_draws(state, video)
     target = video[:, 1:]
-    start = window_start(k_win, target.shape[1], s1.dt_window)
-    idx = frame_indices(k_frames, target, s1.ds_num_frames)
-    g_params, outs, vjp_fn, dec_upd = generator_forward(state, video, z_noise(k_z, video))
+    outs, vjp_fn, dec_upd = generator_forward(state, video, z_noise(k_z, video))
     fake = jax.lax.stop_gradient(outs[0])
     after_d, d_metrics, judge = update_discriminators(state, target, fake, start, idx)
 
@@ -302,8 +311,45 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
       return loss, dict(terms, g_loss=loss)
 
     out_grads, terms = jax.grad(g_loss, has_aux=True)(outs)
-    new, metrics = apply_generator(after_d, g_params, vjp_fn(out_grads)[0], dec_upd, terms)
+    new, metrics = apply_generator(after_d, vjp_fn(out_grads)[0], dec_upd, terms)
     return new, {**metrics, **d_metrics}, fake
+
+  def micro_fake(state: State, video: jax.Array, j):
+    """Microbatch j's fakes, for the D step: forward only, no activations kept."""
+    eps = microbatch.take(z_noise(step_draws(state, video)[0], video), microbatches, j)
+    fake = generator_forward(state, microbatch.take(video, microbatches, j), eps)[0][0]
+    return jax.lax.stop_gradient(fake)
+
+  def discriminator_phase(state: State, video: jax.Array, fake: jax.Array):
+    _, start, idx = step_draws(state, video)
+    return update_discriminators(state, video[:, 1:], fake, start, idx)
+
+  def adv_micro_grads(state: State, judge: State, video: jax.Array, fake: jax.Array,
+                      lpips_weights: Any, j):
+    """Microbatch j's share of the adversarial generator gradient, scored by `judge`'s
+    discriminators. D_S scores frames drawn across the whole batch: each microbatch scores
+    them all with only its own frames live."""
+    k_z, start, idx = step_draws(state, video)
+    eps = microbatch.take(z_noise(k_z, video), microbatches, j)
+    video = microbatch.take(video, microbatches, j)
+    outs, vjp_fn, dec_upd = generator_forward(state, video, eps)
+    target, fake_split = video[:, 1:], microbatch.split(fake, microbatches)
+
+    def g_loss(outs):
+      loss, terms = reconstruction_loss(outs, target, lpips_weights)
+      terms.update(temporal_terms(judge, outs[0], target, start))
+      loss = loss + s1.w_t * terms["g_t"] + s1.w_fm * terms["fm"]
+      live = microbatch.join(jax.lax.dynamic_update_index_in_dim(fake_split, outs[0], j, 0))
+      terms["g_s"] = losses.generator_adversarial(ds_m.apply(judge["d_s"], _frames(live)[idx]))
+      total = loss / microbatches + terms["g_s"]  # g_s: this microbatch's frames' share.
+      return total, dict(terms, g_loss=loss + terms["g_s"])
+
+    out_grads, terms = jax.grad(g_loss, has_aux=True)(outs)
+    return vjp_fn(out_grads)[0], (dec_upd, terms)
+
+  def finish_adversarial(after_d: State, d_metrics: dict, grads: Any, aux: tuple):
+    new, metrics = apply_generator(after_d, grads, *aux)
+    return new, {**metrics, **d_metrics}
 
   def adversarial_step_microbatched(state: State, video: jax.Array, lpips_weights: Any):
     """The same update as `adversarial_step`, computed `microbatches` videos at a time.
@@ -311,39 +357,14 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
     The discriminators must see every fake before the generator is scored by them, so the
     generator runs forward twice: once, without keeping activations, for the fakes the D step
     needs; once per microbatch with its backward. Every loss is a mean over equal microbatches,
-    so summing each microbatch's share of the gradient gives the whole batch's. D_S scores frames
-    drawn across the whole batch: each microbatch scores them all with only its own frames live.
+    so summing each microbatch's share of the gradient gives the whole batch's.
     """
-    k_z, k_win, k_frames = step_keys(state)
-    target = video[:, 1:]
-    start = window_start(k_win, target.shape[1], s1.dt_window)
-    idx = frame_indices(k_frames, target, s1.ds_num_frames)
-    eps = z_noise(k_z, video)
-    fake = jax.lax.stop_gradient(microbatch.join(jax.lax.map(
-        lambda ve: generator_forward(state, *ve)[1][0],
-        (microbatch.split(video, microbatches), microbatch.split(eps, microbatches)))))
-    after_d, d_metrics, judge = update_discriminators(state, target, fake, start, idx)
-    fake_split = microbatch.split(fake, microbatches)
-
-    def micro_grads(j, video, eps):
-      _, outs, vjp_fn, dec_upd = generator_forward(state, video, eps)
-      target = video[:, 1:]
-
-      def g_loss(outs):
-        loss, terms = reconstruction_loss(outs, target, lpips_weights)
-        terms.update(temporal_terms(judge, outs[0], target, start))
-        loss = loss + s1.w_t * terms["g_t"] + s1.w_fm * terms["fm"]
-        live = microbatch.join(jax.lax.dynamic_update_index_in_dim(fake_split, outs[0], j, 0))
-        terms["g_s"] = losses.generator_adversarial(ds_m.apply(judge["d_s"], _frames(live)[idx]))
-        total = loss / microbatches + terms["g_s"]  # g_s: this microbatch's frames' share.
-        return total, dict(terms, g_loss=loss + terms["g_s"])
-
-      out_grads, terms = jax.grad(g_loss, has_aux=True)(outs)
-      return vjp_fn(out_grads)[0], (dec_upd, terms)
-
-    grads, (dec_upd, terms) = microbatch.accumulate(micro_grads, microbatches, video, eps)
-    new, metrics = apply_generator(after_d, generator_params(state), grads, dec_upd, terms)
-    return new, {**metrics, **d_metrics}, fake
+    fake = microbatch.join(jax.lax.map(lambda j: micro_fake(state, video, j),
+                                       jnp.arange(microbatches)))
+    after_d, d_metrics, judge = discriminator_phase(state, video, fake)
+    grads, aux = microbatch.accumulate(
+        lambda j: adv_micro_grads(state, judge, video, fake, lpips_weights, j), microbatches)
+    return (*finish_adversarial(after_d, d_metrics, grads, aux), fake)
 
   def eval_fn(state: State, video: jax.Array, rng: jax.Array):
     """Reconstruction from the posterior mean, a sample from the N(0, I) prior, per-video PSNR
@@ -376,9 +397,35 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
     jitted = common.mesh_jit(step, mesh, (R, B, R), (R, R, B), donate_argnums=(0,))
     return common.BoundTrailingArgs(jitted, lpips_params)
 
-  return {
+  steps = {
       "g_warmup": generator_step(warmup_step),
       "adv": generator_step(adversarial_step),
       "eval": common.mesh_jit(eval_fn, mesh, (R, B, R), (B, B, B, B)),
       "val_recon": common.mesh_jit(val_recon, mesh, (R, B, R), (B, B)),
   }
+  if microbatches > 1 and microbatch.resolve_loop(s1.get("microbatch_loop", "auto")) == "host":
+    # The same steps with the microbatch loop in Python: one jitted call per microbatch.
+    j_fake = common.mesh_jit(micro_fake, mesh, (R, B, R), B)
+    j_disc = common.mesh_jit(lambda *a: discriminator_phase(*a)[:2], mesh, (R, B, B), (R, R))
+    j_adv = common.mesh_jit(adv_micro_grads, mesh, (R, R, B, B, R, R), R)
+    j_warm = common.mesh_jit(warmup_micro_grads, mesh, (R, B, R, R), (R, (R, R, B)))
+    j_finish_adv = common.mesh_jit(finish_adversarial, mesh, (R,) * 4, (R, R), donate_argnums=(0,))
+    j_finish_warm = common.mesh_jit(finish_warmup, mesh, (R, R, (R, R, B)), (R, R, B),
+                                    donate_argnums=(0,))
+
+    def warmup_on_host(state: State, video: jax.Array, lpips_weights: Any):
+      grads, aux = microbatch.accumulate_on_host(
+          lambda j: j_warm(state, video, lpips_weights, j), microbatches)
+      return j_finish_warm(state, grads, aux)
+
+    def adversarial_on_host(state: State, video: jax.Array, lpips_weights: Any):
+      fake = microbatch.join(jnp.stack([j_fake(state, video, j) for j in range(microbatches)]))
+      after_d, d_metrics = j_disc(state, video, fake)
+      judge = after_d if d_first else state
+      grads, aux = microbatch.accumulate_on_host(
+          lambda j: j_adv(state, judge, video, fake, lpips_weights, j), microbatches)
+      return (*j_finish_adv(after_d, d_metrics, grads, aux), fake)
+
+    steps["g_warmup"] = common.BoundTrailingArgs(warmup_on_host, lpips_params)
+    steps["adv"] = common.BoundTrailingArgs(adversarial_on_host, lpips_params)
+  return steps
