@@ -27,7 +27,7 @@ from i2v_flax.data import shapes, shapes_builder
 from i2v_flax.models.decoder import make_decoder
 from i2v_flax.models.layers import SPECTRAL
 from i2v_flax.train import common
-from i2v_flax.train.stage1_steps import make_optimizer
+from i2v_flax.train.stage1_state import make_optimizer
 
 config_flags.DEFINE_config_file("config", None, "A shapes config, e.g. configs/shapes.py.")
 flags.DEFINE_integer("steps", 600, "Decoder training steps per run.")

@@ -38,6 +38,8 @@ _MEMORY = {}  # jitted step -> XLA's buffer plan in GB.
 def _time(fn, args, n, flops=None):
   """(median call seconds, compile seconds, last output); flops: the model FLOPs where XLA's
   count of the compiled step is wrong (a microbatched step: see _one_pass_flops)."""
+  if not hasattr(fn.fn, "lower"):  # microbatch_loop='host': a Python loop of jitted calls.
+    return _time_host_loop(fn, args, n, flops)
   t = time.perf_counter()
   compiled = fn.lower(*args).compile()
   compile_s = time.perf_counter() - t
@@ -48,14 +50,36 @@ def _time(fn, args, n, flops=None):
   logging.info("compiled in %.1f s (XLA plan %s GB)", compile_s, _MEMORY[fn])
   if FLAGS.compile_only:
     return 0.0, compile_s, args
+  median, out = _timed_calls(compiled, args, n)
+  return median, compile_s, out
+
+
+def _timed_calls(call, args, n):
+  """(median seconds, last output) of n calls, each on the state the previous one returned."""
   times, out = [], None
   for _ in range(n):
     t = time.perf_counter()
-    out = jax.block_until_ready(compiled(*args))
+    out = jax.block_until_ready(call(*args))
     times.append(time.perf_counter() - t)
     logging.info("call %d: %.2f s", len(times), times[-1])
     args = (out[0],) + tuple(args[1:])
-  return statistics.median(times), compile_s, out
+  return statistics.median(times), out
+
+
+def _time_host_loop(fn, args, n, flops):
+  """A step made of several jitted calls (one per microbatch) has no single compiled module:
+  its first call compiles them all and is not timed; 'compile' is that call minus the median.
+  XLA's memory plan is per call, so only the process's peak RSS says what it needs."""
+  _FLOPS[fn], _MEMORY[fn] = flops, None
+  if FLAGS.compile_only:
+    raise app.UsageError("--compile_only needs one compiled step; add "
+                         "--config.stage1.microbatch_loop=scan (same update, one module).")
+  t = time.perf_counter()
+  first = jax.block_until_ready(fn(*args))
+  first_s = time.perf_counter() - t
+  logging.info("first call (compiles every microbatch call): %.1f s", first_s)
+  median, out = _timed_calls(fn, (first[0],) + tuple(args[1:]), n)
+  return median, max(first_s - median, 0.0), out
 
 
 def _one_pass_flops(config, setup: dict) -> dict[str, float]:

@@ -22,7 +22,8 @@ from i2v_flax.train import stage1, stage2, stage2_steps
 
 def stage1_setup(config: ml_collections.ConfigDict, batch: int = 0) -> dict[str, Any]:
   """Random-weight stage-1 state, a random clip batch and the jitted steps (`config` resolved)."""
-  from i2v_flax.train.stage1_steps import build_models, make_init_fn, make_steps
+  from i2v_flax.train.stage1_state import build_models, make_init_fn
+  from i2v_flax.train.stage1_steps import make_steps
   s1 = config.stage1
   if batch:
     s1.batch_size = batch

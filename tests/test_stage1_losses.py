@@ -134,7 +134,7 @@ def test_unmixed_frames_get_their_own_reconstruction_loss():
 
 def test_unmixed_loss_without_a_mixing_decoder_is_an_error():
   from i2v_flax import config_lib, errors
-  from i2v_flax.train import stage1_steps
+  from i2v_flax.train import stage1_state
   assert config_lib.base_config().stage1.w_rec_unmixed == 0.0
   with pytest.raises(errors.InvalidInput, match="dec_output=blend"):
-    stage1_steps.check_stage1_config(_tiny_config(w_rec_unmixed=1.0))
+    stage1_state.check_stage1_config(_tiny_config(w_rec_unmixed=1.0))

@@ -16,7 +16,7 @@ import pytest
 
 from i2v_flax import config_lib, parallel
 from i2v_flax.models import lpips
-from i2v_flax.train import checkpoints, common, run_config, stage1, stage1_steps, validation
+from i2v_flax.train import checkpoints, common, run_config, stage1, stage1_state, validation
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -157,10 +157,10 @@ def test_adversarial_step_follows_the_reference():
   before = jax.device_get(state)
   steps = stage1._cached_steps(c, models, mesh, None)
   new, metrics, fake = jax.device_get(steps["adv"](state, video))
-  _, k_win, k_frames = stage1_steps.step_keys(before)
-  start = int(stage1_steps.window_start(k_win, 16, c.stage1.dt_window))
+  _, k_win, k_frames = stage1_state.step_keys(before)
+  start = int(stage1_state.window_start(k_win, 16, c.stage1.dt_window))
   window = fake[:, start:start + c.stage1.dt_window]
-  frames = fake.reshape((-1,) + fake.shape[2:])[stage1_steps.frame_indices(
+  frames = fake.reshape((-1,) + fake.shape[2:])[stage1_state.frame_indices(
       k_frames, fake, c.stage1.ds_num_frames)]
   g_t = lambda d_t: -float(np.mean(models.d_t.apply(d_t, window)[0]))  # noqa: E731
   g_s = lambda d_s: -float(np.mean(models.d_s.apply(d_s, frames)))  # noqa: E731
@@ -172,7 +172,7 @@ def test_adversarial_step_follows_the_reference():
 
 def test_frames_for_the_spatial_discriminator_are_drawn_with_replacement():
   video = np.zeros((1, 2, 4, 4, 3), np.float32)  # 2 frames, 50 draws: repeats are certain.
-  idx = np.asarray(stage1_steps.frame_indices(jax.random.PRNGKey(0), video, 50))
+  idx = np.asarray(stage1_state.frame_indices(jax.random.PRNGKey(0), video, 50))
   assert set(idx.tolist()) == {0, 1}
 
 

@@ -67,15 +67,15 @@ def test_lr_cooldown_anneals_every_optimiser_to_zero_at_the_last_step():
   """lr_cooldown_steps (demo) = a half cosine over the run's last N steps on top of the staircase;
   the discriminators count updates from the end of warm-up, so theirs starts that much earlier
   in their count and both reach 0 at the same global step. 0 (reference) changes nothing."""
-  from i2v_flax.train import stage1_steps
+  from i2v_flax.train import stage1_state
   config = config_lib.load_config("configs/shapes.py")
   s1 = config.stage1
   s1.num_train_steps, s1.warmup_steps, s1.steps_per_epoch, s1.lr_decay_per_epoch = 100, 20, 50, 0.5
   s1.lr, s1.lr_cooldown_steps = 1.0, 0
-  _, plain = stage1_steps.make_optimizer(config)
+  _, plain = stage1_state.make_optimizer(config)
   s1.lr_cooldown_steps = 40
-  _, g = stage1_steps.make_optimizer(config)
-  _, d = stage1_steps.make_optimizer(config, discriminator=True)
+  _, g = stage1_state.make_optimizer(config)
+  _, d = stage1_state.make_optimizer(config, discriminator=True)
   np.testing.assert_allclose([g(0), g(59), g(60), g(80), g(100)], [1.0, 0.5, 0.5, 0.25, 0.0],
                              atol=1e-6)
   np.testing.assert_allclose([plain(59), plain(80), plain(100)], [0.5, 0.5, 0.25], atol=1e-6)

@@ -24,8 +24,9 @@ from i2v_flax import config_lib, errors, parallel, paths, progress, video_io
 from i2v_flax.models.decoder import Decoder
 from i2v_flax.models.encoder import Encoder
 from i2v_flax.train import checkpoints, common, run_config, validation
-from i2v_flax.train.stage1_steps import (MODEL_KEYS, Stage1Models, build_models,  # noqa: F401
-                                         check_stage1_config, make_init_fn, make_steps)
+from i2v_flax.train.stage1_state import (MODEL_KEYS, Stage1Models, build_models,  # noqa: F401
+                                         check_stage1_config, make_init_fn)
+from i2v_flax.train.stage1_steps import make_steps  # noqa: F401
 
 # Config fields that fix the shapes of stage-1 checkpoints: resuming with others must fail early.
 ARCH_FIELDS = tuple(f"stage1.{k}" for k in (

@@ -1,17 +1,14 @@
-"""Stage-1 models, state and the jitted generator / discriminator steps (SPEC §3.5).
+"""The jitted stage-1 generator / discriminator steps (SPEC §3.5) on a stage1_state state.
 
-The state is a plain dict so checkpoints split naturally into 'models' (what stage 2 and
-sampling restore) and 'train' (optimisers, discriminators, rng):
-  step, rng, encoder, decoder, d_t, d_s  (Flax variables: {'params', 'spectral'?}),
-  opt_g (over {'encoder', 'decoder'} params), opt_dt, opt_ds.
 Two steps are compiled: 'g_warmup' (no GAN/FM terms, no discriminator forward at all, so warm-up
 steps do not pay for discriminators they ignore) and 'adv', the reference's order in one step:
 one generator forward kept as a `jax.vjp`, D_T and D_S step on the detached fakes, the
 generator's loss is taken against the updated discriminators (`update_order='d_first'`; or the
 old ones, 'g_first') and its gradient pulled back through the saved forward. So the update
 order costs nothing: one generator forward and backward per step either way. With
-`stage1.microbatches` > 1 both steps accumulate the gradient over microbatches (microbatch.py),
-and 'adv' runs the generator forward once more, for the fakes the D step sees first.
+`stage1.microbatches` > 1 both steps accumulate the gradient over microbatches (microbatch.py:
+in a lax.scan, or one jitted call per microbatch on CPU), and 'adv' runs the generator forward
+once more, for the fakes the D step sees first.
 Random draws are shared within a step, as the reference: one D_T window for real and fake in
 both phases, and one set of D_S frame indices (drawn with replacement) for real and fake frames
 in the D step and the fake frames in the G step.
@@ -19,7 +16,7 @@ in the D step and the fake frames in the G step.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -28,131 +25,11 @@ import optax
 from jax.sharding import Mesh
 
 from i2v_flax import config_lib, errors, losses
-from i2v_flax.models.decoder import Decoder, make_decoder
-from i2v_flax.models.discriminators import (SpatialDiscriminator, TemporalDiscriminator,
-                                            make_spatial_discriminator,
-                                            make_temporal_discriminator)
-from i2v_flax.models.encoder import Encoder, make_encoder
 from i2v_flax.models.layers import SPECTRAL
-from i2v_flax.train import common, microbatch, optimizers
-
-State = dict[str, Any]
-MODEL_KEYS = ("encoder", "decoder")
-
-
-class Stage1Models(NamedTuple):
-  encoder: Encoder
-  decoder: Decoder
-  d_t: TemporalDiscriminator
-  d_s: SpatialDiscriminator
-
-
-def build_models(config: ml_collections.ConfigDict) -> Stage1Models:
-  """The four stage-1 modules, every width/stride taken from config.stage1."""
-  return Stage1Models(make_encoder(config), make_decoder(config),
-                      make_temporal_discriminator(config), make_spatial_discriminator(config))
-
-
-def check_stage1_config(config: ml_collections.ConfigDict) -> None:
-  """Fail early, with the fix, on settings the steps cannot honour."""
-  s1 = config.stage1
-  frames = config.data.clip_length - 1
-  if not 1 <= s1.dt_window <= frames:
-    raise errors.InvalidInput(f"stage1.dt_window={s1.dt_window} must be in [1, {frames}] (frames to "
-                     "predict). Fix: --config.stage1.dt_window=12")
-  if s1.get("w_rec_unmixed", 0.0) > 0 and s1.get("dec_output", "rgb") == "rgb":
-    raise errors.InvalidInput(
-        "stage1.w_rec_unmixed > 0 scores the frames before they are mixed with x_0, but "
-        "stage1.dec_output='rgb' mixes nothing. Fix: --config.stage1.dec_output=blend or "
-        "--config.stage1.w_rec_unmixed=0")
-
-
-def make_optimizer(config: ml_collections.ConfigDict, shapes_only: bool = False,
-                   discriminator: bool = False
-                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """torch Adam (coupled wd) + per-epoch decay. Each optimiser counts its own updates, so the
-  discriminators' lr decays from the end of warm-up, as the reference steps their schedulers
-  only after its pretrain epochs; `stage1.lr_cooldown_steps` (demo) anneals every lr to 0 at
-  the run's last step, so the discriminators' cooldown starts warm-up updates earlier in their
-  count. `shapes_only`: for abstract states (see stage2_steps)."""
-  s1 = config.stage1
-  steps = config_lib.steps_per_epoch(s1, default=1 if shapes_only else None)
-  cooldown, start = int(s1.get("lr_cooldown_steps", 0)), 0
-  if cooldown > 0 and not shapes_only:
-    total = config_lib.steps(s1)
-    cooldown = min(cooldown, total)  # A shorter run than the cooldown anneals all the way.
-    warmup = steps if s1.warmup_steps < 0 else int(s1.warmup_steps)  # -1: one epoch.
-    start = total - cooldown - (warmup if discriminator else 0)
-  return optimizers.adam_coupled_wd(s1.lr, s1.b1, s1.b2, s1.weight_decay, steps,
-                                    s1.lr_decay_per_epoch, cooldown_start=start,
-                                    cooldown_steps=cooldown)
-
-
-def _frames(video: jax.Array) -> jax.Array:
-  return video.reshape((-1,) + video.shape[2:])
-
-
-def frame_indices(key: jax.Array, video: jax.Array, n: int) -> jax.Array:
-  """n indices into the (B*T) frames of `video`, drawn WITH replacement (the reference's
-  np.random.randint), so n may exceed B*T."""
-  return jax.random.randint(key, (n,), 0, video.shape[0] * video.shape[1])
-
-
-def step_keys(state: State) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """(k_z, k_window, k_frames) of the step `state` is about to take (tests reuse them)."""
-  k_z, k_win, k_frames = jax.random.split(jax.random.fold_in(state["rng"], state["step"]), 3)
-  return k_z, k_win, k_frames
-
-
-def window_start(key: jax.Array, num_frames: int, length: int) -> jax.Array:
-  return jax.random.randint(key, (), 0, num_frames - length + 1)
-
-
-def _window(video: jax.Array, start: jax.Array, length: int) -> jax.Array:
-  return jax.lax.dynamic_slice_in_dim(video, start, length, axis=1)
-
-
-def make_init_fn(config: ml_collections.ConfigDict, models: Stage1Models
-                 ) -> Callable[[jax.Array, jax.Array], State]:
-  """(video (B, 17, H, W, 3), rng) -> initial state.
-
-  D_S's ActNorm initialises from GENERATED frames of the fresh encoder/decoder (the reference's
-  first D_S call is on the detached fakes; it runs in train mode, so the convs' power iteration
-  comes first, hence `update_stats=True` here too).
-  """
-  s1 = config.stage1
-  tx, _ = make_optimizer(config, shapes_only=True)
-
-  def init(video: jax.Array, rng: jax.Array) -> State:
-    k_init, k_state = jax.random.split(rng)
-    # Parameter init draws hundreds of random tensors; threefry's unrolled hash makes XLA-CPU
-    # compile that for minutes, the 'rbg' generator compiles in seconds. Step-time randomness
-    # stays threefry (sharding-invariant, so 1 device == 8 devices).
-    rbg = jax.random.wrap_key_data(jax.random.bits(k_init, (4,), jnp.uint32), impl="rbg")
-    k_enc, k_z, k_dec, k_dt, k_ds = jax.random.split(rbg, 5)
-    k_frames = jax.random.fold_in(k_state, 0)
-    x0, target = video[:, 0], video[:, 1:]
-    enc = models.encoder.init(k_enc, target, k_z, x0)
-    z, _, _ = models.encoder.apply(enc, target, k_z, x0)
-    dec = models.decoder.init(k_dec, x0, z)
-    fake = jax.lax.stop_gradient(models.decoder.apply(dec, x0, z))
-    d_t = models.d_t.init(k_dt, target[:, :s1.dt_window])
-    idx = frame_indices(k_frames, fake, s1.ds_num_frames)
-    d_s = models.d_s.init(k_ds, _frames(fake)[idx], True)
-    g_params = {"encoder": enc["params"], "decoder": dec["params"]}
-    return {"step": jnp.zeros((), jnp.int32), "rng": k_state, "encoder": enc, "decoder": dec,
-            "d_t": d_t, "d_s": d_s, "opt_g": tx.init(g_params),
-            "opt_dt": tx.init(d_t["params"]), "opt_ds": tx.init(d_s["params"])}
-
-  return init
-
-
-def generator_params(state: State) -> dict:
-  return {k: state[k]["params"] for k in MODEL_KEYS}
-
-
-def _with(variables: dict, params: Any) -> dict:
-  return {**variables, "params": params}
+from i2v_flax.train import common, microbatch
+from i2v_flax.train.stage1_state import (State, Stage1Models, frame_indices, frames,
+                                         generator_params, make_optimizer, step_keys, window,
+                                         window_start, with_params)
 
 
 def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Mesh,
@@ -184,9 +61,9 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
     x0, target = video[:, 0], video[:, 1:]
 
     def forward(g_params):
-      _, mu, logvar = enc_m.apply(_with(state["encoder"], g_params["encoder"]), target, None, x0)
+      _, mu, logvar = enc_m.apply(with_params(state["encoder"], g_params["encoder"]), target, None, x0)
       z = mu + jnp.exp(0.5 * logvar) * eps.astype(mu.dtype)
-      fake, dec_upd = dec_m.apply(_with(state["decoder"], g_params["decoder"]), x0, z, True,
+      fake, dec_upd = dec_m.apply(with_params(state["decoder"], g_params["decoder"]), x0, z, True,
                                   mutable=[SPECTRAL] + (["intermediates"] if unmixed else []))
       if not unmixed:
         return (fake, mu, logvar), dec_upd
@@ -216,8 +93,8 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
     updates, opt_g = tx.update(grads, state["opt_g"], g_params)
     g_params = optax.apply_updates(g_params, updates)
     new = dict(state, step=state["step"] + 1, opt_g=opt_g,
-               encoder=_with(state["encoder"], g_params["encoder"]),
-               decoder={**_with(state["decoder"], g_params["decoder"]), **dec_upd})
+               encoder=with_params(state["encoder"], g_params["encoder"]),
+               decoder={**with_params(state["decoder"], g_params["decoder"]), **dec_upd})
     return new, dict(terms, g_grad_norm=common.global_norm(grads), lr=schedule(state["step"]))
 
   def warmup_micro_grads(state: State, video: jax.Array, lpips_weights: Any, j):
@@ -246,12 +123,12 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
                             idx: jax.Array) -> tuple[State, dict, State]:
     """One optimiser step of D_T (hinge + R1, on the step's window) and D_S (hinge, on the
     step's frames) on detached fakes; also returns the discriminators G is scored by."""
-    real_win, fake_win = _window(target, start, s1.dt_window), _window(fake, start, s1.dt_window)
-    real_frames, fake_frames = _frames(target)[idx], _frames(fake)[idx]
+    real_win, fake_win = window(target, start, s1.dt_window), window(fake, start, s1.dt_window)
+    real_frames, fake_frames = frames(target)[idx], frames(fake)[idx]
     n = real_frames.shape[0]
 
     def dt_loss(params):
-      variables = _with(state["d_t"], params)
+      variables = with_params(state["d_t"], params)
 
       def real_logits(x):
         (logits, _), upd = dt_m.apply(variables, x, True, mutable=[SPECTRAL])
@@ -265,7 +142,7 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
 
     def ds_loss(params):
       frames = jnp.concatenate([real_frames, fake_frames])
-      logits, upd = ds_m.apply(_with(state["d_s"], params), frames, True, mutable=[SPECTRAL])
+      logits, upd = ds_m.apply(with_params(state["d_s"], params), frames, True, mutable=[SPECTRAL])
       hinge = losses.hinge_d(logits[:n], logits[n:])
       return hinge, ({"ds_hinge": hinge, "ds_real": jnp.mean(logits[:n]),
                       "ds_fake": jnp.mean(logits[n:])}, upd)
@@ -275,15 +152,15 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
       params = state[key]["params"]
       grads, (terms, upd) = jax.grad(fn, has_aux=True)(params)
       updates, new[opt_key] = tx_d.update(grads, state[opt_key], params)
-      new[key] = {**_with(state[key], optax.apply_updates(params, updates)), **upd}
+      new[key] = {**with_params(state[key], optax.apply_updates(params, updates)), **upd}
       metrics.update(terms)
       metrics[f"{key}_grad_norm"] = common.global_norm(grads)
     return new, metrics, (new if d_first else state)
 
   def temporal_terms(judge: State, fake: jax.Array, target: jax.Array, start: jax.Array):
     """The generator's D_T terms on the step's window of these videos, scored by `judge`."""
-    _, real_feats = dt_m.apply(judge["d_t"], _window(target, start, s1.dt_window))
-    fake_logits, fake_feats = dt_m.apply(judge["d_t"], _window(fake, start, s1.dt_window))
+    _, real_feats = dt_m.apply(judge["d_t"], window(target, start, s1.dt_window))
+    fake_logits, fake_feats = dt_m.apply(judge["d_t"], window(fake, start, s1.dt_window))
     return {"g_t": losses.generator_adversarial(fake_logits),
             "fm": losses.feature_matching(real_feats, fake_feats)}
 
@@ -306,7 +183,7 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
     def g_loss(outs):
       loss, terms = reconstruction_loss(outs, target, lpips_weights)
       terms.update(temporal_terms(judge, outs[0], target, start))
-      terms["g_s"] = losses.generator_adversarial(ds_m.apply(judge["d_s"], _frames(outs[0])[idx]))
+      terms["g_s"] = losses.generator_adversarial(ds_m.apply(judge["d_s"], frames(outs[0])[idx]))
       loss = loss + terms["g_s"] + s1.w_t * terms["g_t"] + s1.w_fm * terms["fm"]
       return loss, dict(terms, g_loss=loss)
 
@@ -340,7 +217,7 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
       terms.update(temporal_terms(judge, outs[0], target, start))
       loss = loss + s1.w_t * terms["g_t"] + s1.w_fm * terms["fm"]
       live = microbatch.join(jax.lax.dynamic_update_index_in_dim(fake_split, outs[0], j, 0))
-      terms["g_s"] = losses.generator_adversarial(ds_m.apply(judge["d_s"], _frames(live)[idx]))
+      terms["g_s"] = losses.generator_adversarial(ds_m.apply(judge["d_s"], frames(live)[idx]))
       total = loss / microbatches + terms["g_s"]  # g_s: this microbatch's frames' share.
       return total, dict(terms, g_loss=loss + terms["g_s"])
 
