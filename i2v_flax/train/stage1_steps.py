@@ -283,10 +283,19 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
   if microbatches > 1 and microbatch.resolve_loop(s1.get("microbatch_loop", "auto")) == "host":
     # The same steps with the microbatch loop in Python: one jitted call per microbatch.
     j_fake = common.mesh_jit(micro_fake, mesh, (R, B, R), B)
-    j_disc = common.mesh_jit(lambda *a: discriminator_phase(*a)[:2], mesh, (R, B, B), (R, R))
+    d_keys = ("d_t", "d_s", "opt_dt", "opt_ds")
+
+    def updated_discriminators(state: State, video: jax.Array, fake: jax.Array):
+      """Only what the D step changes: returning the whole state would copy the generator
+      and its optimiser (bair: 3 GB) for nothing."""
+      after_d, d_metrics, _ = discriminator_phase(state, video, fake)
+      return {k: after_d[k] for k in d_keys}, d_metrics
+
+    j_disc = common.mesh_jit(updated_discriminators, mesh, (R, B, B), (R, R))
     j_adv = common.mesh_jit(adv_micro_grads, mesh, (R, R, B, B, R, R), R)
     j_warm = common.mesh_jit(warmup_micro_grads, mesh, (R, B, R, R), (R, (R, R, B)))
-    j_finish_adv = common.mesh_jit(finish_adversarial, mesh, (R,) * 4, (R, R), donate_argnums=(0,))
+    j_finish_adv = common.mesh_jit(finish_adversarial, mesh, (R,) * 4, (R, R),
+                                   donate_argnums=(0,))
     j_finish_warm = common.mesh_jit(finish_warmup, mesh, (R, R, (R, R, B)), (R, R, B),
                                     donate_argnums=(0,))
 
@@ -297,7 +306,8 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
 
     def adversarial_on_host(state: State, video: jax.Array, lpips_weights: Any):
       fake = microbatch.join(jnp.stack([j_fake(state, video, j) for j in range(microbatches)]))
-      after_d, d_metrics = j_disc(state, video, fake)
+      d_parts, d_metrics = j_disc(state, video, fake)
+      after_d = {**state, **d_parts}
       judge = after_d if d_first else state
       grads, aux = microbatch.accumulate_on_host(
           lambda j: j_adv(state, judge, video, fake, lpips_weights, j), microbatches)
