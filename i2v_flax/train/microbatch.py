@@ -99,6 +99,4 @@ def accumulate_on_host(micro_grads: Callable[[int], tuple[Any, tuple]], k: int
     grads, aux = micro_grads(j)
     total = grads if total is None else _add(total, grads)
     auxes.append(aux)
-  if k == 1:
-    return total, auxes[0]
   return _reduce(total, jax.tree.map(lambda *a: jnp.stack(a), *auxes))

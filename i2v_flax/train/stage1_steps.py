@@ -61,7 +61,8 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
     x0, target = video[:, 0], video[:, 1:]
 
     def forward(g_params):
-      _, mu, logvar = enc_m.apply(with_params(state["encoder"], g_params["encoder"]), target, None, x0)
+      _, mu, logvar = enc_m.apply(with_params(state["encoder"], g_params["encoder"]), target,
+                                  None, x0)
       z = mu + jnp.exp(0.5 * logvar) * eps.astype(mu.dtype)
       fake, dec_upd = dec_m.apply(with_params(state["decoder"], g_params["decoder"]), x0, z, True,
                                   mutable=[SPECTRAL] + (["intermediates"] if unmixed else []))
@@ -141,8 +142,8 @@ def make_steps(config: ml_collections.ConfigDict, models: Stage1Models, mesh: Me
                                   "dt_fake": jnp.mean(fake_logits)}, upd)
 
     def ds_loss(params):
-      frames = jnp.concatenate([real_frames, fake_frames])
-      logits, upd = ds_m.apply(with_params(state["d_s"], params), frames, True, mutable=[SPECTRAL])
+      both = jnp.concatenate([real_frames, fake_frames])
+      logits, upd = ds_m.apply(with_params(state["d_s"], params), both, True, mutable=[SPECTRAL])
       hinge = losses.hinge_d(logits[:n], logits[n:])
       return hinge, ({"ds_hinge": hinge, "ds_real": jnp.mean(logits[:n]),
                       "ds_fake": jnp.mean(logits[n:])}, upd)
