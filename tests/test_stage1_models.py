@@ -246,3 +246,33 @@ def test_remat_decoder_has_the_same_parameters_outputs_and_gradients():
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), g_r, g_p)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), s_r, s_p)
   assert config_lib.load_config("configs/bair.py").stage1.remat is False
+
+
+def test_every_option_that_changes_stage1_parameter_shapes_is_checked_on_resume():
+  """Resuming checks stage1.ARCH_FIELDS against the workdir's config; an option that changes
+  parameter shapes but is missing there resumes into an opaque orbax shape error instead."""
+  from i2v_flax.train import stage1, stage1_state
+
+  def param_shapes(c):
+    video = jax.ShapeDtypeStruct((2, c.data.clip_length, c.data.resolution, c.data.resolution, 3),
+                                 jnp.float32)
+    init = stage1_state.make_init_fn(c, stage1_state.build_models(c))
+    state = jax.eval_shape(init, video, jax.random.key(0))
+    return jax.tree.map(lambda a: a.shape, {k: state[k] for k in ("encoder", "decoder", "d_t", "d_s")})
+
+  base = config_lib.load_config("configs/shapes.py:tiny")
+  reference = param_shapes(base)
+  changing = []
+  for key, value in base.stage1.items():
+    if isinstance(value, bool):
+      c = config_lib.load_config("configs/shapes.py:tiny")
+      c.stage1[key] = not value
+      try:
+        stage1_state.check_stage1_config(c)
+        shapes = param_shapes(c)
+      except ValueError:
+        continue  # Not a valid combination on its own.
+      if shapes != reference:
+        changing.append(f"stage1.{key}")
+  assert "stage1.enc_x0_diff" in changing and "stage1.dec_coords" in changing  # The probe works.
+  assert set(changing) <= set(stage1.ARCH_FIELDS), set(changing) - set(stage1.ARCH_FIELDS)
