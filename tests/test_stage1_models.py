@@ -258,7 +258,8 @@ def test_every_option_that_changes_stage1_parameter_shapes_is_checked_on_resume(
                                  jnp.float32)
     init = stage1_state.make_init_fn(c, stage1_state.build_models(c))
     state = jax.eval_shape(init, video, jax.random.key(0))
-    return jax.tree.map(lambda a: a.shape, {k: state[k] for k in ("encoder", "decoder", "d_t", "d_s")})
+    models = {k: state[k] for k in ("encoder", "decoder", "d_t", "d_s")}
+    return jax.tree.map(lambda a: a.shape, models)
 
   base = config_lib.load_config("configs/shapes.py:tiny")
   reference = param_shapes(base)
