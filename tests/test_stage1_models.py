@@ -256,7 +256,7 @@ def test_every_option_that_changes_stage1_parameter_shapes_is_checked_on_resume(
   def param_shapes(c):
     video = jax.ShapeDtypeStruct((2, c.data.clip_length, c.data.resolution, c.data.resolution, 3),
                                  jnp.float32)
-    init = stage1_state.make_init_fn(c, stage1_state.build_models(c))
+    init = stage1_state.make_init_fn(c, build_models(c))
     state = jax.eval_shape(init, video, jax.random.key(0))
     models = {k: state[k] for k in ("encoder", "decoder", "d_t", "d_s")}
     return jax.tree.map(lambda a: a.shape, models)
