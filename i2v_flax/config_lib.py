@@ -51,6 +51,8 @@ def base_config() -> ml_collections.ConfigDict:
   s1.enc_stride_t = (1, 2, 2, 2)  # Encoder temporal stride of each stage's first block (stem strides 2).
   s1.enc_stride_s = (1, 2, 2, 2)  # Encoder spatial stride of each stage's first block (stem strides 2).
   s1.enc_x0_diff = False  # Demo departure: the encoder also sees x_t - x_0 (README).
+  s1.z_spatial = False  # Demo departure: z as a 4x4x(z_dim/16) map, 3x3 conv heads (README).
+  s1.dec_local_style = False  # Demo departure (needs z_spatial): ADAIN also per pixel from z's map.
   s1.dec_nf = 64  # Decoder base width nf (blocks use 16nf..nf).
   s1.dec_up_t = (2, 2, 2, 2, 1)  # Decoder temporal upsampling before g0..g4 (product = 16 frames).
   s1.dec_up_s = (2, 2, 2, 2, 1)  # Decoder spatial upsampling before g0..g4 (4 * product = resolution).

@@ -176,6 +176,59 @@ def test_encoder_x0_diff_feeds_exactly_the_difference_to_x0():
     diff_enc.apply(v_diff, video)
 
 
+def test_spatial_z_is_a_4x4_map_whose_cells_render_their_own_place():
+  """z_spatial is off in the paper configs (the Dense start from a z vector); on, the encoder's
+  heads give a (4, 4, z_dim / 16) map flattened row-major, and the decoder reads the same layout:
+  changing the latent of cell (3, 3) moves the decoder's 4x4 start only in cells (2..3, 2..3)."""
+  from i2v_flax.models.decoder import Decoder
+  from i2v_flax.models.encoder import Encoder
+  for spec in CONFIGS[:3]:
+    assert config_lib.load_config(spec).stage1.z_spatial is False
+  enc = Encoder(widths=(4, 4, 8, 8, 8), stride_t=(1, 2, 2, 2), stride_s=(1, 1, 1, 2), z_dim=32,
+                z_spatial=True)
+  video = jax.random.normal(KEY, (2, 16, 16, 16, 3))
+  ev = enc.init(KEY, video)
+  (_, mu, logvar), inter = enc.apply(ev, video, capture_intermediates=True)
+  assert mu.shape == logvar.shape == (2, 32) and ev["params"]["mu"]["kernel"].shape == (3, 3, 8, 2)
+  np.testing.assert_array_equal(mu.reshape(2, 4, 4, 2), inter["intermediates"]["mu"]["__call__"][0])
+  with pytest.raises(ValueError, match="divisible by 16"):
+    Encoder(widths=(4, 4, 8, 8, 8), stride_t=(1, 2, 2, 2), stride_s=(1, 1, 1, 2), z_dim=24,
+            z_spatial=True).init(KEY, video)
+
+  kw = dict(nf=2, up_t=(2, 2, 2, 2, 1), up_s=(2, 2, 1, 1, 2), spade_hidden=4)
+  x0, z = jnp.zeros((1, 32, 32, 3)), jax.random.normal(KEY, (1, 32))
+  assert "fc" in jax.eval_shape(Decoder(**kw).init, KEY, x0, z)["params"]
+  dec = Decoder(**kw, z_spatial=True)
+  dv = dec.init(KEY, x0, z)
+  assert "fc" not in dv["params"] and dv["params"]["z_conv"]["kernel"].shape == (3, 3, 2, 32)
+  start = lambda zz: dec.apply(dv, x0, zz, capture_intermediates=True)[1][  # noqa: E731
+      "intermediates"]["z_conv"]["__call__"][0][0]
+  moved = jnp.abs(start(z.at[0, 30:].add(1.0)) - start(z)).max(-1)  # Cell (3, 3) = last 2 entries.
+  assert bool(jnp.all(moved[2:, 2:] > 0)) and float(moved[:2].max() + moved[:, :2].max()) == 0.0
+
+
+def test_local_style_starts_as_adain_and_reads_only_nearby_latents():
+  """dec_local_style (with z_spatial) adds a per-pixel style from the z map, zero-initialised: a
+  fresh decoder equals the one without it, and once trained, the latent of cell (0, 0) only moves
+  the style near the top-left corner. Without a spatial z it is a clear error."""
+  from i2v_flax.models.decoder import Decoder
+  kw = dict(nf=2, up_t=(2, 2, 2, 2, 1), up_s=(2, 2, 1, 1, 2), spade_hidden=4, z_spatial=True)
+  x0, z = jax.random.normal(KEY, (1, 32, 32, 3)), jax.random.normal(KEY, (1, 32))
+  plain, local = Decoder(**kw), Decoder(**kw, local_style=True)
+  vp, vl = plain.init(KEY, x0, z), local.init(KEY, x0, z)
+  np.testing.assert_array_equal(plain.apply(vp, x0, z), local.apply(vl, x0, z))
+  with pytest.raises(ValueError, match="z_spatial"):
+    Decoder(**dict(kw, z_spatial=False), local_style=True).init(KEY, x0, z)
+
+  adain = layers.ADAIN(local=True)
+  x = jax.random.normal(KEY, (1, 2, 16, 16, 3))
+  v = adain.init(KEY, x, z)
+  v = jax.tree_util.tree_map(jnp.zeros_like, v)  # Only the local path, with a trained kernel:
+  v["params"]["local_style"]["kernel"] = jax.random.normal(KEY, (3, 3, 2, 6))
+  moved = jnp.abs(adain.apply(v, x, z.at[0, :2].add(1.0)) - adain.apply(v, x, z)).max((0, 1, 4))
+  assert float(moved[:4, :4].min()) > 0 and float(moved[8:].max() + moved[:, 8:].max()) == 0.0
+
+
 def test_frame_coordinates_are_cell_centres():
   from i2v_flax.models.decoder import frame_coordinates
   c = frame_coordinates(jnp.zeros((2, 2, 4, 8, 5)))

@@ -13,7 +13,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from i2v_flax.models.layers import ADAIN, SPADE, Conv, group_norm, resolve_conv3d_impl
+from i2v_flax.models.layers import (ADAIN, SPADE, Conv, group_norm, resolve_conv3d_impl,
+                                    spatial_z_channels)
 
 
 def frame_coordinates(x: jax.Array) -> jax.Array:
@@ -72,6 +73,7 @@ class VideoResBlock(nn.Module):
   impl: str = "native"
   dtype: str = "float32"
   coords: bool = False  # Concatenate (t, y, x) channels to conv0's input (not in the reference).
+  local_style: bool = False  # ADAIN(local=True): a per-pixel style from the z map as well.
 
   @nn.compact
   def __call__(self, x: jax.Array, x0: jax.Array, z: jax.Array, update_stats: bool = False
@@ -84,7 +86,7 @@ class VideoResBlock(nn.Module):
     if self.coords:
       dx = jnp.concatenate([dx, frame_coordinates(dx)], axis=-1)
     dx = conv(n_mid, "conv0")(dx, update_stats)
-    dx = nn.leaky_relu(ADAIN(name="adain")(dx, z), 0.2)
+    dx = nn.leaky_relu(ADAIN(local=self.local_style, name="adain")(dx, z), 0.2)
     dx = conv(self.features, "conv1")(dx, update_stats)
     if n_in != self.features:
       x = group_norm(n_in, name="shortcut_norm")(x)
@@ -120,16 +122,29 @@ class Decoder(nn.Module):
   # the limit; XLA-CPU's buffer plan did not shrink with it (bair batch 10: 21.4 GB of
   # temporaries against 19.6 GB; benchmarks/README.md).
   remat: bool = False
+  # z as a 4 x 4 map (Encoder.z_spatial): the 4x4 start comes from a 3x3 conv of that map, so
+  # each cell's latent renders its own place, instead of a Dense of the whole vector.
+  z_spatial: bool = False
+  local_style: bool = False  # With z_spatial: every ADAIN also reads the z map per pixel.
 
   @nn.compact
   def __call__(self, x0: jax.Array, z: jax.Array, update_stats: bool = False) -> jax.Array:
     nf = self.nf
     b = z.shape[0]
-    x = nn.Dense(16 * nf * 4 * 4, name="fc")(z).reshape(b, 1, 4, 4, 16 * nf)
+    if self.local_style and not self.z_spatial:
+      raise ValueError("stage1.dec_local_style reads z as a 4 x 4 map: also set "
+                       "--config.stage1.z_spatial=True.")
+    if self.z_spatial:
+      z_map = z.reshape(b, 4, 4, spatial_z_channels(z.shape[-1]))
+      x = Conv(16 * nf, (3, 3), padding="SAME", impl=self.impl, dtype=self.dtype,
+               name="z_conv")(z_map)[:, None]
+    else:
+      x = nn.Dense(16 * nf * 4 * 4, name="fc")(z).reshape(b, 1, 4, 4, 16 * nf)
     # static_argnums counts `self` as 0: update_stats (a Python bool) is argument 4.
     block_cls = nn.remat(VideoResBlock, static_argnums=(4,)) if self.remat else VideoResBlock
     block = lambda f, name: block_cls(f, self.spade_hidden, self.spectral_norm,  # noqa: E731
-                                      self.impl, self.dtype, self.coords, name=name)
+                                      self.impl, self.dtype, self.coords,
+                                      local_style=self.local_style, name=name)
     x = block(16 * nf, "head")(x, x0, z, update_stats)
     for i, (f, ut, us) in enumerate(zip((16 * nf, 8 * nf, 4 * nf, 2 * nf, nf),
                                         self.up_t, self.up_s)):
@@ -166,4 +181,6 @@ def make_decoder(config: ml_collections.ConfigDict) -> Decoder:
                  spade_hidden=s1.spade_hidden, spectral_norm=s1.spectral_norm,
                  impl=resolve_conv3d_impl(s1.conv3d_impl), dtype=config.compute_dtype,
                  coords=bool(s1.get("dec_coords", False)),
-                 output=str(s1.get("dec_output", "rgb")), remat=bool(s1.get("remat", False)))
+                 output=str(s1.get("dec_output", "rgb")), remat=bool(s1.get("remat", False)),
+                 z_spatial=bool(s1.get("z_spatial", False)),
+                 local_style=bool(s1.get("dec_local_style", False)))

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from i2v_flax.models.layers import Conv, group_norm, resolve_conv3d_impl
+from i2v_flax.models.layers import Conv, group_norm, resolve_conv3d_impl, spatial_z_channels
 from i2v_flax.models.resnet3d import BasicBlock3D
 
 
@@ -29,6 +29,10 @@ class Encoder(nn.Module):
   # Demo departure (off in the reference): also feed x_t - x_0, so motion is visible to the
   # first convolution instead of being inferred across frames (README: z is used earlier).
   x0_diff: bool = False
+  # Demo departure (off in the reference): z as a 4 x 4 x (z_dim / 16) map, one small latent per
+  # cell from a 3x3 head shared across cells (so what is learned at one place holds at all), flat
+  # as (B, z_dim) outside the encoder and decoder.
+  z_spatial: bool = False
 
   @nn.compact
   def __call__(self, video: jax.Array, rng: jax.Array | None = None,
@@ -50,8 +54,13 @@ class Encoder(nn.Module):
           f"Encoder trunk ends at (T, H, W) = {x.shape[1:4]} for input {video.shape}; the heads "
           "need (1, 4, 4). Fix config.stage1.enc_stride_t / enc_stride_s for this resolution.")
     x = x[:, 0]
-    mu = Conv(self.z_dim, (4, 4), padding="VALID", name="mu")(x).reshape(x.shape[0], -1)
-    logvar = Conv(self.z_dim, (4, 4), padding="VALID", name="logvar")(x).reshape(x.shape[0], -1)
+    if self.z_spatial:
+      head = lambda name: Conv(spatial_z_channels(self.z_dim), (3, 3), padding="SAME",  # noqa: E731
+                               name=name)
+    else:
+      head = lambda name: Conv(self.z_dim, (4, 4), padding="VALID", name=name)  # noqa: E731
+    mu = head("mu")(x).reshape(x.shape[0], -1)
+    logvar = head("logvar")(x).reshape(x.shape[0], -1)
     if rng is None:
       return mu, mu, logvar
     z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(rng, mu.shape, mu.dtype)
@@ -63,4 +72,5 @@ def make_encoder(config: ml_collections.ConfigDict) -> Encoder:
   return Encoder(widths=tuple(s1.enc_widths), stride_t=tuple(s1.enc_stride_t),
                  stride_s=tuple(s1.enc_stride_s), z_dim=s1.z_dim,
                  impl=resolve_conv3d_impl(s1.conv3d_impl), dtype=config.compute_dtype,
-                 x0_diff=bool(s1.get("enc_x0_diff", False)))
+                 x0_diff=bool(s1.get("enc_x0_diff", False)),
+                 z_spatial=bool(s1.get("z_spatial", False)))

@@ -213,10 +213,21 @@ class SPADE(nn.Module):
     return normed * (1.0 + gamma) + beta
 
 
+def spatial_z_channels(z_dim: int) -> int:
+  """Channels of a spatial z: z_dim spread over the 4 x 4 cells the trunk ends at."""
+  if z_dim % 16:
+    raise ValueError(f"stage1.z_spatial needs config.stage1.z_dim divisible by 16 (a 4 x 4 map); "
+                     f"got {z_dim}. Fix: --config.stage1.z_dim={max(16, z_dim // 16 * 16)}")
+  return z_dim // 16
+
+
 class ADAIN(nn.Module):
   """Adaptive instance norm: instance-normalise over (T, H, W), then gamma, beta = Dense(z)."""
 
   eps: float = 1e-5
+  # Demo departure (with a spatial z, off in the reference): add a per-pixel style from the
+  # 4 x 4 z map resized to the block (a zero-initialised 3x3 conv, so a fresh layer is ADAIN).
+  local: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, z: jax.Array) -> jax.Array:
@@ -226,6 +237,12 @@ class ADAIN(nn.Module):
     var = jnp.var(x, axis=axes, keepdims=True)
     normed = (x - mean) * lax.rsqrt(var + self.eps)
     gb = nn.Dense(2 * c, name="style")(z)
-    gamma, beta = gb[:, :c], gb[:, c:]
-    shape = (x.shape[0],) + (1,) * (x.ndim - 2) + (c,)
-    return gamma.reshape(shape) * normed + beta.reshape(shape)
+    shape = (x.shape[0],) + (1,) * (x.ndim - 2) + (2 * c,)
+    gb = gb.reshape(shape)
+    if self.local:
+      b, h, w = x.shape[0], x.shape[-3], x.shape[-2]
+      z_map = resize_bilinear_align_corners(z.reshape(b, 4, 4, spatial_z_channels(z.shape[-1])),
+                                            (h, w))
+      local = Conv(2 * c, (3, 3), kernel_init=nn.initializers.zeros, name="local_style")(z_map)
+      gb = gb + local.reshape((b,) + (1,) * (x.ndim - 4) + (h, w, 2 * c))
+    return gb[..., :c] * normed + gb[..., c:]

@@ -31,8 +31,8 @@ from i2v_flax.train.stage1_steps import make_steps  # noqa: F401
 # Config fields that fix the shapes of stage-1 checkpoints: resuming with others must fail early.
 ARCH_FIELDS = tuple(f"stage1.{k}" for k in (
     "z_dim", "enc_widths", "enc_stride_t", "enc_stride_s", "enc_x0_diff", "dec_nf", "dec_up_t",
-    "dec_up_s", "dec_coords", "dec_output",
-    "spade_hidden", "spectral_norm", "dt_widths", "dt_stride_s", "ds_width")) + (
+    "dec_up_s", "dec_coords", "dec_output", "z_spatial", "dec_local_style", "spade_hidden",
+    "spectral_norm", "dt_widths", "dt_stride_s", "ds_width")) + (
         "data.resolution", "data.clip_length")
 
 
