@@ -32,6 +32,7 @@ def test_paper_configs_follow_the_reference_schedule(spec, videos):
   assert config_lib.r1_weight(s1) == pytest.approx(r1)
   assert s1.update_order == "d_first" and s2.amsgrad == "torch" and s1.select == "best"
   assert s1.lr_cooldown_steps == 0 and not s1.enc_x0_diff  # Demo departures stay off.
+  assert not (s1.z_spatial or s1.dec_local_style or s1.dec_coords) and s1.dec_output == "rgb"
   assert s1.val_metric == "fvd" and s1.val_videos > 0
 
 

@@ -194,6 +194,11 @@ def test_spatial_z_is_a_4x4_map_whose_cells_render_their_own_place():
   with pytest.raises(ValueError, match="divisible by 16"):
     Encoder(widths=(4, 4, 8, 8, 8), stride_t=(1, 2, 2, 2), stride_s=(1, 1, 1, 2), z_dim=24,
             z_spatial=True).init(KEY, video)
+  from i2v_flax.train import stage1_state
+  config = config_lib.load_config("configs/shapes.py:tiny")
+  config.stage1.z_spatial, config.stage1.z_dim = True, 24
+  with pytest.raises(ValueError, match="z_dim=16"):  # Caught before any model is built.
+    stage1_state.check_stage1_config(config)
 
   kw = dict(nf=2, up_t=(2, 2, 2, 2, 1), up_s=(2, 2, 1, 1, 2), spade_hidden=4)
   x0, z = jnp.zeros((1, 32, 32, 3)), jax.random.normal(KEY, (1, 32))
@@ -219,6 +224,11 @@ def test_local_style_starts_as_adain_and_reads_only_nearby_latents():
   np.testing.assert_array_equal(plain.apply(vp, x0, z), local.apply(vl, x0, z))
   with pytest.raises(ValueError, match="z_spatial"):
     Decoder(**dict(kw, z_spatial=False), local_style=True).init(KEY, x0, z)
+  from i2v_flax.train import stage1_state
+  config = config_lib.load_config("configs/shapes.py:tiny")
+  config.stage1.dec_local_style, config.stage1.z_spatial = True, False
+  with pytest.raises(ValueError, match="z_spatial=True"):
+    stage1_state.check_stage1_config(config)
 
   adain = layers.ADAIN(local=True)
   x = jax.random.normal(KEY, (1, 2, 16, 16, 3))

@@ -264,9 +264,10 @@ c = config_lib.resolve_epochs(config_lib.load_config("configs/shapes.py:tiny"))
 c.stage1.update_order, c.stage1.r1_weighting = "d_first", "reference"
 c.stage1.batch_size = 8
 c.stage1.conv3d_impl = "native"  # Fewer ops than 'taps' -> faster SPMD compile; impl is orthogonal.
-# The demo's x_t - x_0 encoder input is per-sample (no cross-device term), but it changes the
-# fakes and with them D_T's near-ties (below): the seed was chosen for the plain encoder.
-c.stage1.enc_x0_diff = False
+# The demo's x_t - x_0 encoder input and spatial z are per-sample (no cross-device term), but
+# they change the fakes and with them D_T's near-ties (below): the seed was chosen for the
+# plain encoder and the vector z.
+c.stage1.enc_x0_diff = c.stage1.z_spatial = c.stage1.dec_local_style = False
 # Seed 1: with seed 0 the step's D_T window holds a near-tie (a max-pool, say) where R1 moves by
 # 1e-3 between 1 and 8 devices (other windows of the same clips agree to 1e-6); D's first Adam
 # step turns that into sign flips and, scored by the updated D, into a different G gradient.

@@ -53,6 +53,14 @@ def check_stage1_config(config: ml_collections.ConfigDict) -> None:
         "stage1.w_rec_unmixed > 0 scores the frames before they are mixed with x_0, but "
         "stage1.dec_output='rgb' mixes nothing. Fix: --config.stage1.dec_output=blend or "
         "--config.stage1.w_rec_unmixed=0")
+  if s1.get("dec_local_style", False) and not s1.get("z_spatial", False):
+    raise errors.InvalidInput(
+        "stage1.dec_local_style reads z as a 4 x 4 map. Fix: --config.stage1.z_spatial=True "
+        "or --config.stage1.dec_local_style=False")
+  if s1.get("z_spatial", False) and s1.z_dim % 16:
+    raise errors.InvalidInput(
+        f"stage1.z_spatial spreads z over a 4 x 4 map, so stage1.z_dim={s1.z_dim} must be "
+        f"divisible by 16. Fix: --config.stage1.z_dim={max(16, s1.z_dim // 16 * 16)}")
 
 
 def make_optimizer(config: ml_collections.ConfigDict, shapes_only: bool = False,
