@@ -10,6 +10,9 @@ second predicted frame (3 objects x 8 frames x (x, y), mapped to [-1, 1]) and th
 baseline. Both see the same batches; held-out PSNR (the stage-1 eval metric) is reported every
 --eval_every steps, next to copying x_0 and the clip's own temporal mean. A small oracle gain
 means the bottleneck is the decoder or the step budget, not the encoder.
+With `stage1.z_spatial` (the demo) the same vector is laid row-major over the 4x4 latent map, so
+the positions are not where the decoder's per-cell pathways look for them: the gate then measures
+the decoder through its global ADAIN path only, and full stage-1 runs measure the spatial z.
 """
 
 import json
