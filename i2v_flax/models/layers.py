@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from i2v_flax import errors
 from i2v_flax.image_ops import resize_bilinear_align_corners
 from i2v_flax.models.fast_conv import fast_conv
 
@@ -214,10 +215,12 @@ class SPADE(nn.Module):
 
 
 def spatial_z_channels(z_dim: int) -> int:
-  """Channels of a spatial z: z_dim spread over the 4 x 4 cells the trunk ends at."""
+  """Channels of a spatial z: z_dim spread over the 4 x 4 cells the trunk ends at (also the
+  config check's, so the error is the same before and inside a model)."""
   if z_dim % 16:
-    raise ValueError(f"stage1.z_spatial needs config.stage1.z_dim divisible by 16 (a 4 x 4 map); "
-                     f"got {z_dim}. Fix: --config.stage1.z_dim={max(16, z_dim // 16 * 16)}")
+    raise errors.InvalidInput(
+        f"stage1.z_spatial spreads z over a 4 x 4 map, so stage1.z_dim={z_dim} must be divisible "
+        f"by 16. Fix: --config.stage1.z_dim={max(16, z_dim // 16 * 16)}")
   return z_dim // 16
 
 

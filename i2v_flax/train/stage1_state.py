@@ -22,6 +22,7 @@ from i2v_flax.models.discriminators import (SpatialDiscriminator, TemporalDiscri
                                             make_spatial_discriminator,
                                             make_temporal_discriminator)
 from i2v_flax.models.encoder import Encoder, make_encoder
+from i2v_flax.models.layers import spatial_z_channels
 from i2v_flax.train import optimizers
 
 State = dict[str, Any]
@@ -57,10 +58,8 @@ def check_stage1_config(config: ml_collections.ConfigDict) -> None:
     raise errors.InvalidInput(
         "stage1.dec_local_style reads z as a 4 x 4 map. Fix: --config.stage1.z_spatial=True "
         "or --config.stage1.dec_local_style=False")
-  if s1.get("z_spatial", False) and s1.z_dim % 16:
-    raise errors.InvalidInput(
-        f"stage1.z_spatial spreads z over a 4 x 4 map, so stage1.z_dim={s1.z_dim} must be "
-        f"divisible by 16. Fix: --config.stage1.z_dim={max(16, s1.z_dim // 16 * 16)}")
+  if s1.get("z_spatial", False):
+    spatial_z_channels(s1.z_dim)
 
 
 def make_optimizer(config: ml_collections.ConfigDict, shapes_only: bool = False,
