@@ -75,9 +75,10 @@ def test_stage2_trains_resumes_samples_and_restores(trained_workdir, shapes_data
 
 def test_stage1_mismatch_and_missing_errors(trained_workdir, shapes_data_dir, tmp_path):
   config = _tiny(shapes_data_dir)
+  trained_z_dim = config.stage1.z_dim  # The fixture's (the demo config's).
   config.stage1.z_dim = 32
   config.stage2.stage1_workdir = trained_workdir
-  with pytest.raises(ValueError, match=r"stage1.z_dim=64.*stage1.z_dim=32.*Fix"):
+  with pytest.raises(ValueError, match=rf"stage1.z_dim={trained_z_dim}.*stage1.z_dim=32.*Fix"):
     stage2.train(config, str(tmp_path / "a"), _iter(config))
   config = _tiny(shapes_data_dir)
   config.data.resolution = 64
