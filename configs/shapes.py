@@ -29,8 +29,8 @@ def get_config(arg=None):
   s1.enc_widths = (8, 16, 32, 32, 32)  # Small 3-D ResNet-18.
   s1.enc_stride_s = (2, 2, 1, 1)  # 32 / 2 (stem) / 4 = 4; early strides are cheaper.
   s1.enc_x0_diff = True  # Encoder also sees x_t - x_0: z is used from step ~800, not ~1600 (README).
-  s1.z_dim = 128  # 8 latents per cell of the 4x4 map, not 4: +0.3 dB held out on four runs (README).
-  s1.z_spatial = True  # z as a 4x4x(z_dim/16) map (conv heads, conv start): +0.2 dB on two seeds (README).
+  s1.z_dim = 128  # 8 latents per cell of the 4x4 map, not 4: +0.3 dB on four runs (README).
+  s1.z_spatial = True  # z as a 4x4x(z_dim/16) map (conv heads, conv start): +0.2 dB (README).
   s1.dec_local_style = True  # ADAIN also per pixel from that map: z used from step ~400 (README).
   s1.dec_nf = 6  # Decoder widths 96..6.
   s1.dec_up_s = (2, 2, 1, 1, 2)  # 4 * 8 = 32; only g4 runs at full resolution (cheap on CPU).
